@@ -1,0 +1,37 @@
+"""Errors a run raises. Each names the net, the op index and type, and the blob involved."""
+from __future__ import annotations
+
+
+class NetJitError(Exception):
+    """Base class of netjit's own errors."""
+
+
+class OpError(NetJitError):
+    """An op failed (construction or run). ``str()`` reads as one sentence a user can act on."""
+
+    def __init__(self, message: str, *, net: str | None = None, index: int | None = None,
+                 op_type: str | None = None, blob: str | None = None):
+        self.net, self.index, self.op_type, self.blob = net, index, op_type, blob
+        self.detail = message
+        where = []
+        if net is not None:
+            where.append(f"net {net!r}")
+        if index is not None:
+            where.append(f"op #{index}")
+        if op_type is not None:
+            where.append(f"({op_type})")
+        head = " ".join(where)
+        tail = f" [blob {blob!r}]" if blob is not None and f"{blob!r}" not in message else ""
+        super().__init__(f"{head}: {message}{tail}" if head else f"{message}{tail}")
+
+
+class MissingBlobError(OpError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return Exception.__str__(self)
+
+
+class BlobNotFound(NetJitError, KeyError):
+    """FetchBlob of a name the workspace does not hold."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
