@@ -1,0 +1,49 @@
+"""Net runners: what ``workspace.CreateNet`` stores and ``RunNet`` calls.
+
+``make_runner(net, ws)`` constructs a net against a workspace (Caffe2's CreateNet checks) and
+returns an object whose ``run()`` executes it once. The reference runner steps through each op's
+numpy reference; the compiled runner (compiler/api) replaces it by default.
+"""
+from __future__ import annotations
+
+import os
+
+from netjit.compiler.reference import build_reference_plan
+from netjit.proto import caffe2_pb2
+from netjit.runtime.executor import execute
+from netjit.runtime.plan import Plan
+from netjit.runtime.workspace import Workspace
+
+# "compiled" (default) or "reference"; the environment variable NETJIT_EXECUTOR overrides the default.
+EXECUTORS = ("compiled", "reference")
+
+
+def default_executor() -> str:
+    choice = os.environ.get("NETJIT_EXECUTOR", "compiled").strip().lower()
+    if choice not in EXECUTORS:
+        raise ValueError(f"NETJIT_EXECUTOR={choice!r}: expected one of {EXECUTORS}")
+    return choice
+
+
+class ReferenceRunner:
+    """Runs a NetDef op by op through the numpy references (the oracle)."""
+    executor = "reference"
+
+    def __init__(self, net: caffe2_pb2.NetDef, ws: Workspace):
+        self.net = net
+        self.ws = ws
+        self.plan: Plan = build_reference_plan(net, ws)
+
+    def run(self) -> None:
+        execute(self.plan, self.ws)
+
+
+def make_runner(net: caffe2_pb2.NetDef, ws: Workspace, executor: str | None = None):
+    executor = executor or default_executor()
+    if executor == "reference":
+        return ReferenceRunner(net, ws)
+    try:
+        from netjit.compiler.api import compiled_runner
+    except ImportError:  # the compiled backend is optional until it exists
+        return ReferenceRunner(net, ws)
+    return compiled_runner(net, ws)
