@@ -117,11 +117,16 @@ def _decode_one(spec: ArgSpec, a: Any) -> Any:
 class Args(dict):
     """Decoded arguments: declared ones typed (or defaulted); undeclared ones kept raw.
 
-    ``args.has(name)`` tells whether the op set an argument explicitly.
+    ``args.has(name)`` tells whether the op set an argument explicitly. ``num_inputs`` and
+    ``num_outputs`` are the op's blob counts (None when decoded without an op), for inference
+    rules whose result depends on them (Split into equal parts, SpatialBN's training outputs).
     """
-    def __init__(self, values: dict[str, Any], present: frozenset[str]):
+    def __init__(self, values: dict[str, Any], present: frozenset[str],
+                 num_inputs: int | None = None, num_outputs: int | None = None):
         super().__init__(values)
         self.present = present
+        self.num_inputs = num_inputs
+        self.num_outputs = num_outputs
 
     def has(self, name: str) -> bool:
         return name in self.present
@@ -192,7 +197,7 @@ class OpDef:
         for spec in self.schema.args:
             if spec.required and spec.name not in present:
                 raise OpSchemaError(f"argument {spec.name!r} is required")
-        return Args(values, frozenset(present))
+        return Args(values, frozenset(present), len(op.input), len(op.output))
 
     def check(self, op: Any) -> Args:
         """Check counts, in-place rules and argument types of one OperatorDef; return decoded args."""
