@@ -1,0 +1,44 @@
+"""The ``caffe2`` compatibility package: ``from caffe2.python import core, workspace`` and
+``from caffe2.proto import caffe2_pb2`` give netjit's own modules (the same module objects, so
+state such as the current workspace is shared).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
+
+def _target(fullname: str) -> str | None:
+    parts = fullname.split(".")
+    if parts[:2] == ["caffe2", "python"] and len(parts) == 3:
+        return "netjit." + parts[2]
+    if parts[:3] == ["caffe2", "python", "predictor"] and len(parts) == 4:
+        return "netjit." + parts[3]
+    if parts[:2] == ["caffe2", "proto"] and len(parts) == 3:
+        return "netjit.proto." + parts[2]
+    return None
+
+
+class _AliasLoader(importlib.abc.Loader):
+    def __init__(self, target: str):
+        self.target = target
+
+    def create_module(self, spec):
+        return importlib.import_module(self.target)
+
+    def exec_module(self, module) -> None:
+        pass  # the target module is already executed
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        name = _target(fullname)
+        if name is None or importlib.util.find_spec(name) is None:
+            return None
+        return importlib.util.spec_from_loader(fullname, _AliasLoader(name))
+
+
+if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AliasFinder())

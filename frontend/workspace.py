@@ -1,0 +1,256 @@
+"""``caffe2.python.workspace``: blobs in, nets run, blobs out.
+
+>>> from netjit import core, workspace
+>>> import numpy as np
+>>> _ = workspace.FeedBlob("x", np.array([-1.0, 2.0], np.float32))
+>>> _ = workspace.RunOperatorOnce(core.CreateOperator("Relu", ["x"], ["y"]))
+>>> workspace.FetchBlob("y")
+array([0., 2.], dtype=float32)
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from netjit.compiler import runner as _runner
+from netjit.compiler.ops.registry import all_ops, has_op
+from netjit.compiler.reference import run_operator_once
+from netjit.proto import caffe2_pb2
+from netjit.runtime.errors import BlobNotFound, NetJitError
+from netjit.runtime.workspace import REGISTRY, Workspace
+
+# Caffe2 exposed these from its C extension; scripts check them.
+has_gpu_support = False
+has_cuda_support = False
+is_asan = False
+
+
+def _ws() -> Workspace:
+    return REGISTRY.current
+
+
+def StringifyBlobName(name: Any) -> str:
+    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
+
+
+def StringifyNetName(name: Any) -> str:
+    if isinstance(name, caffe2_pb2.NetDef):
+        return name.name
+    if hasattr(name, "Proto"):
+        return name.Proto().name
+    return StringifyBlobName(name)
+
+
+def _net_proto(net: Any) -> caffe2_pb2.NetDef:
+    if isinstance(net, caffe2_pb2.NetDef):
+        return net
+    if hasattr(net, "Proto"):
+        return net.Proto()
+    raise TypeError(f"expected a core.Net or a NetDef, got {type(net).__name__}")
+
+
+# ------------------------------------------------------------------------------- workspaces
+def CurrentWorkspace() -> str:
+    return _ws().name
+
+
+def Workspaces() -> list[str]:
+    return sorted(REGISTRY.workspaces)
+
+
+def SwitchWorkspace(name: str, create_if_missing: bool | None = None) -> None:
+    REGISTRY.switch(str(name), bool(create_if_missing))
+
+
+def ResetWorkspace(root_folder: str | None = None) -> bool:
+    """Empty the current workspace (blobs and nets); keep or set its root folder."""
+    _ws().reset(root_folder)
+    return True
+
+
+def RootFolder() -> str:
+    return _ws().root_folder
+
+
+def GlobalInit(args: Sequence[str]) -> bool:
+    from netjit.core import GlobalInit as _global_init
+    return _global_init(args)
+
+
+def RegisteredOperators() -> list[str]:
+    return sorted(all_ops())
+
+
+def IsOperator(op_type: str) -> bool:
+    return has_op(op_type)
+
+
+# ------------------------------------------------------------------------------------ blobs
+def _to_blob_value(value: Any) -> Any:
+    if isinstance(value, caffe2_pb2.TensorProto):
+        from netjit.runtime.serialize import tensor_proto_to_numpy
+        return tensor_proto_to_numpy(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "SU":
+            return np.array([v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in value.flat],
+                            dtype=object).reshape(value.shape)
+        # The workspace owns its tensors: later edits of the caller's array must not leak in.
+        return np.array(value, copy=True, order="C")
+    if isinstance(value, (np.generic, int, float, bool, list, tuple)):
+        return np.array(value)
+    return value
+
+
+def FeedBlob(name: Any, arr: Any, device_option: caffe2_pb2.DeviceOption | None = None) -> bool:
+    """Store a copy of ``arr`` (numpy array, bytes/str, or a TensorProto) as blob ``name``."""
+    _ws().feed(StringifyBlobName(name), _to_blob_value(arr))
+    return True
+
+
+def FetchBlob(name: Any) -> Any:
+    """A copy of blob ``name``: a numpy array for tensors, bytes for strings."""
+    name = StringifyBlobName(name)
+    ws = _ws()
+    if not ws.has(name):
+        raise BlobNotFound(f"Can't find blob: {name} (workspace {ws.name!r} holds {len(ws.names())} blobs)")
+    value = ws.get(name)
+    if value is None:
+        raise NetJitError(f"blob {name!r} exists but holds nothing yet (it was created but never written)")
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, bytes):
+        return value
+    describe = getattr(value, "describe", None)
+    return (describe() if callable(describe) else f"<{type(value).__name__}>").encode("utf-8") \
+        if not isinstance(value, (int, float)) else value
+
+
+def FetchBlobs(names: Iterable[Any]) -> list[Any]:
+    return [FetchBlob(n) for n in names]
+
+
+def Blobs() -> list[str]:
+    return _ws().names()
+
+
+def HasBlob(name: Any) -> bool:
+    return _ws().has(StringifyBlobName(name))
+
+
+def CreateBlob(name: Any) -> bool:
+    _ws().create_blob(StringifyBlobName(name))
+    return True
+
+
+def SerializeBlob(name: Any) -> bytes:
+    """The blob as one serialized BlobProto (a single chunk, as Caffe2's SerializeBlob)."""
+    from netjit.runtime.serialize import serialize_blob
+    name = StringifyBlobName(name)
+    return serialize_blob(name, _ws().get(name))
+
+
+def DeserializeBlob(name: Any, serialized: bytes) -> None:
+    from netjit.runtime.serialize import deserialize_blob
+    _ws().feed(StringifyBlobName(name), deserialize_blob(serialized))
+
+
+class _BlobsView:
+    """``workspace.blobs``: dict-like access to the current workspace's blobs."""
+
+    def __getitem__(self, name: Any) -> Any:
+        return FetchBlob(name)
+
+    def __setitem__(self, name: Any, value: Any) -> None:
+        FeedBlob(name, value)
+
+    def __contains__(self, name: Any) -> bool:
+        return HasBlob(name)
+
+    def __len__(self) -> int:
+        return len(Blobs())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(Blobs())
+
+    def keys(self) -> list[str]:
+        return Blobs()
+
+
+blobs = _BlobsView()
+
+
+# --------------------------------------------------------------------------------- running
+def RunOperatorOnce(operator: caffe2_pb2.OperatorDef) -> bool:
+    run_operator_once(operator, _ws())
+    return True
+
+
+def RunOperatorsOnce(operators: Iterable[caffe2_pb2.OperatorDef]) -> bool:
+    for op in operators:
+        RunOperatorOnce(op)
+    return True
+
+
+def CreateNet(net: Any, overwrite: bool = False, input_blobs: Iterable[Any] | None = None) -> bool:
+    """Construct ``net`` in the current workspace and register it under its name."""
+    ws = _ws()
+    for blob in input_blobs or ():
+        ws.create_blob(StringifyBlobName(blob))
+    proto = _net_proto(net)
+    if proto.name in ws.nets and not overwrite:
+        raise NetJitError(f"a net named {proto.name!r} already exists in workspace {ws.name!r}; pass "
+                          f"overwrite=True to replace it")
+    # The registered net keeps its own copy: later edits to the Python Net need a new CreateNet.
+    ws.nets[proto.name] = _runner.make_runner(caffe2_pb2.NetDef.FromString(proto.SerializeToString()), ws)
+    return True
+
+
+def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
+    """Run a created net ``num_iter`` times."""
+    runner = _ws().nets.get(name) if isinstance(name, str) else _ws().nets.get(StringifyNetName(name))
+    if runner is None:
+        raise NetJitError(f"net {StringifyNetName(name)!r} does not exist in workspace {_ws().name!r}; call "
+                          f"CreateNet first (nets: {sorted(_ws().nets)})")
+    try:
+        for _ in range(num_iter):
+            runner.run()
+    except NetJitError:
+        if allow_fail:
+            return False
+        raise
+    return True
+
+
+def RunNetOnce(net: Any) -> bool:
+    """Construct ``net``, run it once, and forget it (the compiled plan stays cached)."""
+    _runner.make_runner(_net_proto(net), _ws()).run()
+    return True
+
+
+def Nets() -> list[str]:
+    return sorted(_ws().nets)
+
+
+def RunPlan(plan_or_step: Any) -> bool:
+    """Run a PlanDef, a ``core.Plan`` or an ExecutionStep in the current workspace."""
+    from netjit.plan_exec import run_plan
+    run_plan(plan_or_step, _ws())
+    return True
+
+
+def InferShapesAndTypes(nets: Sequence[Any], blob_dimensions: dict[str, Sequence[int]] | None = None,
+                        nets_proto: bool = False, blob_types: dict[str, int] | None = None
+                        ) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Shapes and DataTypes of every blob the nets touch, from the workspace (or the given dims)."""
+    from netjit.shape_inference import infer_shapes_and_types
+    return infer_shapes_and_types([_net_proto(n) for n in nets], _ws(), blob_dimensions, blob_types)
+
+
+def Predictor(init_net: Any, predict_net: Any) -> Any:
+    from netjit.predictor import Predictor as _Predictor
+    return _Predictor(init_net, predict_net)
