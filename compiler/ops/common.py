@@ -23,6 +23,17 @@ DATATYPE_OF = {np.dtype(np.float32): DT.FLOAT, np.dtype(np.int32): DT.INT32, np.
                np.dtype(np.float16): DT.FLOAT16, np.dtype(np.float64): DT.DOUBLE}
 
 
+class ShapeDependsOnValues(ValueError):
+    """Raised by an ``infer`` rule when an output shape is read from an input's *values* (Reshape
+    with a shape input, fillers with ``input_as_shape=1``), which a TensorType does not carry.
+    Callers that know the value (constant folding, a run of the reference) can still get the shape."""
+
+    def __init__(self, op_type: str, input_index: int):
+        super().__init__(f"{op_type}: the output shape depends on the values of input {input_index}")
+        self.op_type = op_type
+        self.input_index = input_index
+
+
 def dtype_from_arg(value: Any) -> np.dtype:
     """A ``dtype``/``to`` argument: a DataType int or a case-insensitive name like "float"."""
     if isinstance(value, (bytes, str)):

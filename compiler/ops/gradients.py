@@ -65,6 +65,12 @@ def simple_gradient(op_type: str, inputs: Sequence[str], outputs: Sequence[str],
     return maker
 
 
+def no_gradient(g: GradientContext) -> tuple[list, list]:
+    """Caffe2's NO_GRADIENT: the op is differentiable "to nothing" (fillers, Iter, LearningRate):
+    no ops, and no input gets a gradient. Unlike a missing maker this is not an error."""
+    return [], [None] * g.n_inputs
+
+
 def passthrough_gradient(g: GradientContext) -> tuple[list, list]:
     """Identity-like ops (Alias, in tests also Sum/Add): each input's gradient is the output's."""
     return [], [g.g_output[0]] * g.n_inputs
@@ -83,10 +89,12 @@ def gradient_ops_for(op: Any, g_output: Sequence[str | None]) -> tuple[list, lis
     ops, g_input = opdef.gradient(GradientContext(op, g_output, opdef.decode_args(op)))
     for gop in ops:
         gop.is_gradient_op = True
+        # Caffe2 copies device option and engine even from makers that opt out of copying args
+        # (Reshape, Transpose, MatMul): CopyArguments() is a separate switch.
+        if op.HasField("device_option") and not gop.HasField("device_option"):
+            gop.device_option.CopyFrom(op.device_option)
+        if op.HasField("engine") and not gop.HasField("engine"):
+            gop.engine = op.engine
         if opdef.grad_copy_args:
-            if op.HasField("device_option") and not gop.HasField("device_option"):
-                gop.device_option.CopyFrom(op.device_option)
-            if op.HasField("engine") and not gop.HasField("engine"):
-                gop.engine = op.engine
             gop.arg.extend(op.arg)
     return ops, list(g_input)
