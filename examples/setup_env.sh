@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Create .venv in the checkout (once) and install netjit into it with every optional extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[all]"
