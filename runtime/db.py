@@ -68,9 +68,11 @@ def open_db(path: str | os.PathLike, db_type: str | bytes, mode: Any = Mode.READ
 
 
 def db_exists(path: str | os.PathLike, db_type: str | bytes) -> bool:
-    """Whether ``path`` opens for reading as a ``db_type`` DB (Caffe2's DBExists)."""
+    """Whether ``path`` opens for reading as a ``db_type`` DB (Caffe2's DBExists). An unknown
+    ``db_type`` is an error rather than an answer."""
+    backend = _backend(db_type)
     try:
-        db = open_db(path, db_type, Mode.READ)
+        db = backend(os.fspath(path), Mode.READ)
     except DBError:
         return False
     try:

@@ -390,3 +390,8 @@ class BlobAssembler:
         for name, state in self._tensors.items():
             out[name] = state.data.reshape(state.shape)
         return out
+
+
+# Names the front end uses (FeedBlob of a TensorProto, utils.NumpyArrayToCaffe2Tensor).
+tensor_proto_to_numpy = tensor_proto_to_array
+numpy_to_tensor_proto = array_to_tensor_proto
