@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 
 from netjit.proto import caffe2_pb2
@@ -160,6 +161,12 @@ def decode_tensor_chunk(tp: caffe2_pb2.TensorProto, what: str = "tensor") -> Ten
     shape = tuple(int(d) for d in tp.dims)
     total = int(np.prod(shape, dtype=np.int64))
     data_type = tp.data_type
+    if not tp.HasField("data_type"):
+        # proto2 enums are closed: a DataType this schema lacks parses as an unknown field and
+        # data_type reads as the default FLOAT. Name the real value instead of misreading it.
+        for unknown in unknown_fields.UnknownFieldSet(tp):
+            if unknown.field_number == 2:
+                raise SerializationError(f"{what}: unknown data_type {unknown.data}")
     if data_type not in DTYPE_OF:
         raise SerializationError(f"{what}: unknown data_type {data_type}")
     if tp.HasField("segment"):
