@@ -14,6 +14,10 @@ from netjit.compiler.ops.common import same_as
 from netjit.compiler.ops.gradients import simple_gradient
 from netjit.compiler.ops.registry import ELEMWISE, REDUCE, Args, TensorType, arg, defop
 
+# Caffe2's default alpha is the float 0.01f; an explicit alpha arrives through the 32-bit Argument.f.
+# Using the float32 value as the default keeps "absent" and "alpha=0.01" bit-identical.
+LEAKY_ALPHA = float(np.float32(0.01))
+
 
 @defop("Relu", inputs=1, outputs=1, inplace=[(0, 0)], category=ELEMWISE, infer=same_as(0),
        expr="max(x0, 0)", gradient=simple_gradient("ReluGradient", ["O0", "GO0"], ["GI0"]))
@@ -67,7 +71,7 @@ def tanh_gradient(ctx, y, dy):
 # --------------------------------------------------------------------------------------------
 # LeakyRelu / Elu
 # --------------------------------------------------------------------------------------------
-@defop("LeakyRelu", inputs=1, outputs=1, args=[arg("alpha", "float", 0.01)], inplace=[(0, 0)],
+@defop("LeakyRelu", inputs=1, outputs=1, args=[arg("alpha", "float", LEAKY_ALPHA)], inplace=[(0, 0)],
        category=ELEMWISE, infer=infer_float, expr="x0 if x0 > 0 else alpha * x0",
        gradient=simple_gradient("LeakyReluGradient", ["O0", "GO0"], ["GI0"]))
 def leaky_relu(ctx, x):
@@ -76,7 +80,7 @@ def leaky_relu(ctx, x):
     return out(np.where(x > 0, x, x * const(x, ctx.args.alpha)), x.dtype)
 
 
-@defop("LeakyReluGradient", inputs=2, outputs=1, args=[arg("alpha", "float", 0.01)], inplace=[(1, 0)],
+@defop("LeakyReluGradient", inputs=2, outputs=1, args=[arg("alpha", "float", LEAKY_ALPHA)], inplace=[(1, 0)],
        category=ELEMWISE, infer=same_as(1), expr="x1 if x0 > 0 else alpha * x1")
 def leaky_relu_gradient(ctx, y, dy):
     """[Y, dY] -> dX = dY where Y > 0, else alpha·dY (alpha comes copied from the forward op)."""
