@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -69,16 +70,19 @@ def _format_hint(path: PathLike | None) -> str | None:
     return None
 
 
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")
+
+
 def _looks_like_text(data: bytes) -> bool:
     # Binary protobuf almost always holds control bytes (tags and lengths below 0x20); valid text
-    # format is UTF-8 with no control characters besides whitespace.
-    if not data:
+    # format is UTF-8 with no control characters besides whitespace (\t \n \v \f \r).
+    if not data or _CONTROL_BYTES.search(data):
         return False
     try:
-        decoded = data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return not any(ord(c) < 0x20 and c not in "\t\n\v\f\r" or c == "\x7f" for c in decoded)
+    return True
 
 
 def _has_unknown_fields(message: Message) -> bool:
