@@ -12,7 +12,9 @@ import sys
 
 def _target(fullname: str) -> str | None:
     parts = fullname.split(".")
-    if parts[:2] == ["caffe2", "python"] and len(parts) == 3:
+    # caffe2.python.predictor is a real package (its own directory): aliasing it to the module
+    # netjit.predictor would make its submodules (predictor_exporter, ...) unimportable.
+    if parts[:2] == ["caffe2", "python"] and len(parts) == 3 and parts[2] != "predictor":
         return "netjit." + parts[2]
     if parts[:3] == ["caffe2", "python", "predictor"] and len(parts) == 4:
         return "netjit." + parts[3]
