@@ -1,0 +1,61 @@
+"""Ops that are elementwise over X with some inputs indexed by X's channel (SpatialBN in test mode,
+PRelu). Their registry category is OPAQUE (SpatialBN's training mode reduces, PRelu's slope does
+not follow the Add/Mul broadcast rules), so this table is where the fuser learns how to render them
+as a per-channel elementwise step, e.g. as a Conv epilogue.
+
+``expr`` uses the registry's expression language: ``x0`` is X's element, ``x<i>`` for i in
+``channel_inputs`` is input i's value at that element's channel (input i has shape [C], or [1] for a
+shared PRelu slope), and numeric args appear by name::
+
+    >>> info = per_channel_info("SpatialBN", {"is_test": True})
+    >>> info.expr, info.channel_inputs
+    ('(x0 - x3) / sqrt(x4 + epsilon) * x1 + x2', (1, 2, 3, 4))
+    >>> channel_view("NCHW", (8, 16, 7, 7), 16)
+    (1, 16, 1, 1)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class PerChannel:
+    expr: str
+    channel_inputs: tuple[int, ...]
+    # Whether a given op instance is per-channel elementwise (SpatialBN: only with is_test=1).
+    applies: Callable[[Mapping[str, Any]], bool] = lambda args: True
+
+
+PER_CHANNEL: dict[str, PerChannel] = {}
+
+
+def register_per_channel(op_type: str, info: PerChannel) -> None:
+    PER_CHANNEL[op_type] = info
+
+
+def per_channel_info(op_type: str, args: Mapping[str, Any]) -> PerChannel | None:
+    """The op's per-channel elementwise form when this instance has one, else None."""
+    _ensure_loaded()
+    info = PER_CHANNEL.get(op_type)
+    return info if info is not None and info.applies(args) else None
+
+
+def channel_axis(order: str | bytes, ndim: int) -> int:
+    order = order.decode() if isinstance(order, bytes) else order
+    if order not in ("NCHW", "NHWC"):
+        raise ValueError(f"order {order!r} is not NCHW or NHWC")
+    return 1 if order == "NCHW" else ndim - 1
+
+
+def channel_view(order: str | bytes, x_shape: Sequence[int], size: int) -> tuple[int, ...]:
+    """Shape that lays a [size] per-channel vector over X for numpy broadcasting (size C or 1)."""
+    view = [1] * len(x_shape)
+    if size != 1:
+        view[channel_axis(order, len(x_shape))] = size
+    return tuple(view)
+
+
+def _ensure_loaded() -> None:
+    # The op modules fill the table when they are imported.
+    import netjit.compiler.ops  # noqa: F401
