@@ -110,8 +110,8 @@ def build_mnist_db(images: Any, labels: Any, out_path: str | os.PathLike, db_typ
 
 def make_mnist_dbs(mnist_dir: str | os.PathLike, out_dir: str | os.PathLike, n_train: int = 8000,
                    db_type: str = "lmdb", channel_first: bool = True) -> dict[str, str]:
-    """Split the 10,000 real MNIST *test* digits into a training DB (the first ``n_train``) and a
-    test DB (the rest): the full 60,000-digit training set is not available offline.
+    """Split the 10,000 real digits of the MNIST test set into a training DB (the first ``n_train``)
+    and a test DB (the rest): the 60,000-digit MNIST training set is not available offline.
 
     Returns {"train": path, "test": path}; the DBs are named like the tutorial's
     (``mnist-train-nchw-lmdb``, ``mnist-test-nchw-lmdb``).
@@ -145,15 +145,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    make_mnist_dbs(args.mnist_dir, args.out, args.n_train, args.db_type, channel_first=not args.nhwc)
+    from netjit.cli import CommandError
+    from netjit.runtime.db import DBError
+    try:
+        make_mnist_dbs(args.mnist_dir, args.out, args.n_train, args.db_type, channel_first=not args.nhwc)
+    except (ValueError, DBError) as err:
+        raise CommandError(str(err)) from err
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="netjit mnist-db", description=make_mnist_dbs.__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from netjit.cli import main
+    raise SystemExit(main(["mnist-db"] + __import__("sys").argv[1:]))
