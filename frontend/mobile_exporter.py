@@ -24,7 +24,8 @@ from netjit.proto import caffe2_pb2
 from netjit.proto.args import make_argument, make_op
 
 # Caffe2's exporter knows the first four; double and bool are netjit additions so that such
-# parameters export instead of failing (both fillers exist in the registry).
+# parameters export instead of failing (both fillers exist in the registry). Doubles pass through
+# the float32 `floats` field, so they keep only float32 precision.
 _FILL_OP_OF_DTYPE = {
     np.dtype(np.float32): "GivenTensorFill",
     np.dtype(np.int32): "GivenTensorIntFill",
