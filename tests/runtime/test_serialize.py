@@ -216,3 +216,13 @@ def test_dbreader_blob_roundtrip(tmp_path):
     assert again.read() == (b"k2", b"v2")
     reader.close()
     again.close()
+
+
+@pytest.mark.parametrize("dtype,field", [(np.float32, "float_data"), (np.float64, "double_data")])
+def test_packed_float_fast_path_matches_plain_protobuf(dtype, field):
+    arr = np.array([1.5, -0.0, np.nan, np.inf, 3e-39, 7.0], dtype)
+    ours = S.array_to_tensor_proto(arr, "f", 1, 5)
+    plain = caffe2_pb2.TensorProto(dims=[6], data_type=S.DATATYPE_OF[np.dtype(dtype)], name="f")
+    getattr(plain, field).extend(arr[1:5].tolist())
+    plain.segment.begin, plain.segment.end = 1, 5
+    assert ours.SerializeToString() == plain.SerializeToString()
