@@ -23,6 +23,17 @@ def _quiet(fn: Any, x: np.ndarray) -> np.ndarray:
         return out(fn(x), x.dtype)
 
 
+def _reads_input(maker: Any) -> Any:
+    """Wrap the maker of a gradient that reads the forward *input*: after an in-place run (X -> X)
+    that input is gone, and Caffe2 would silently differentiate at the wrong point."""
+    def checked(g: GradientContext) -> tuple[list, list]:
+        if g.I(0) == g.O(0):
+            raise ValueError(f"{g.op.type} {list(g.op.input)} -> {list(g.op.output)} runs in place, so its input "
+                             f"is gone and its gradient (which reads it) cannot be computed")
+        return maker(g)
+    return checked
+
+
 @defop("Exp", inputs=1, outputs=1, inplace=[(0, 0)], category=ELEMWISE, infer=infer_float, expr="exp(x0)",
        gradient=simple_gradient("Mul", ["O0", "GO0"], ["GI0"]))
 def exp(ctx, x):
@@ -31,7 +42,7 @@ def exp(ctx, x):
 
 
 @defop("Log", inputs=1, outputs=1, inplace=[(0, 0)], category=ELEMWISE, infer=infer_float, expr="log(x0)",
-       gradient=simple_gradient("Div", ["GO0", "I0"], ["GI0"]))
+       gradient=_reads_input(simple_gradient("Div", ["GO0", "I0"], ["GI0"])))
 def log(ctx, x):
     """Y = ln X; dX = dY / X."""
     return _quiet(np.log, require_float(ctx, x))
@@ -80,8 +91,10 @@ def _pow_gradient(g: GradientContext) -> tuple[list, list]:
             if abs(e) <= 1e-12:
                 raise ValueError("the gradient of in-place Pow with exponent 0 cannot be computed")
             e_minus_1 = (e - 1.0) / e
-        return [g.make("Pow", [g.I(0)], [g.GI(0)], exponent=e_minus_1),
-                g.make("Mul", [g.GI(0), g.GO(0)], [g.GI(0)]),
+        # In place, dX and dY share one blob: X^(e-1) must not overwrite dY before the Mul reads it.
+        base = g.GI(0) if g.GI(0) != g.GO(0) else g.GI(0) + "_autogen_pow"
+        return [g.make("Pow", [g.I(0)], [base], exponent=e_minus_1),
+                g.make("Mul", [base, g.GO(0)], [g.GI(0)]),
                 g.make("Scale", [g.GI(0)], [g.GI(0)], scale=e)], [g.GI(0)]
     if g.O(0) in (g.I(0), g.I(1)):
         raise ValueError(f"Pow {list(g.op.input)} -> {list(g.op.output)} runs in place, so its inputs are "
@@ -157,7 +170,7 @@ def negative(ctx, x):
 
 
 @defop("Abs", inputs=1, outputs=1, inplace=[(0, 0)], category=ELEMWISE, infer=infer_numeric, expr="abs(x0)",
-       gradient=simple_gradient("AbsGradient", ["I0", "GO0"], ["GI0"]))
+       gradient=_reads_input(simple_gradient("AbsGradient", ["I0", "GO0"], ["GI0"])))
 def abs_(ctx, x):
     """Y = |X|."""
     x = require_numeric(ctx, x)
@@ -178,7 +191,7 @@ def _sqr_gradient(g: GradientContext) -> tuple[list, list]:
 
 
 @defop("Sqr", inputs=1, outputs=1, inplace=[(0, 0)], category=ELEMWISE, infer=infer_numeric, expr="x0 * x0",
-       gradient=_sqr_gradient)
+       gradient=_reads_input(_sqr_gradient))
 def sqr(ctx, x):
     """Y = X²."""
     x = require_numeric(ctx, x)
