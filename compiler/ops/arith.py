@@ -63,7 +63,7 @@ def apply_binary(ctx: Any, a: Any, b: Any, fn: Callable[[np.ndarray, np.ndarray]
                             f"output shape {views.out_shape}", blob=ctx.input_name(i))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         c = fn(a.reshape(views.a_view), b.reshape(views.b_view))
-    return out(np.broadcast_to(c, views.out_shape), a.dtype)
+    return out(c, a.dtype)  # the views broadcast to out_shape: c is a fresh, writeable array
 
 
 def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:

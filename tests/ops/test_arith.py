@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from netjit.compiler.ops.gradients import GradientContext, gradient_ops_for
-from netjit.compiler.ops.registry import lookup
+from netjit.compiler.ops.registry import TensorType, lookup
 from netjit.compiler.reference import run_ops
 from netjit.proto.args import argument_value, make_op
 from netjit.runtime.workspace import Workspace
@@ -150,12 +150,7 @@ def test_invalid_legacy_broadcast_names_op_and_blob(op, b_shape, args, message):
     opdef = lookup(op)
     with pytest.raises(ValueError, match=message):
         opdef.infer(opdef.decode_args(make_op(op, ["a", "b"], ["c"], broadcast=1, **args)),
-                    [opdef_t(a), opdef_t(b)])
-
-
-def opdef_t(x):
-    from netjit.compiler.ops.registry import TensorType
-    return TensorType(x.shape, x.dtype)
+                    [TensorType(a.shape, a.dtype), TensorType(b.shape, b.dtype)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,6 +171,16 @@ def test_numpy_broadcast(op, a_shape, b_shape, explicit):
     np.testing.assert_allclose(c, _expect(op, np.broadcast_to(a, expected_shape), np.broadcast_to(b, expected_shape)),
                                rtol=1e-6)
     check_expr(op, [a, b], **args)
+
+
+@pytest.mark.parametrize("a_shape,b_shape,args", [((2, 3), (1,), {"broadcast": 1}), ((3, 1), (1, 4), {}),
+                                                  ((), (), {}), ((2, 3), (3,), {"broadcast": 1})])
+def test_outputs_are_fresh_writeable_arrays(a_shape, b_shape, args):
+    a, b = np.ones(a_shape, np.float32), np.ones(b_shape, np.float32)
+    for op in BINARY:
+        (c,) = run_op(op, [a, b], **args)
+        assert type(c) is np.ndarray and c.flags.writeable and c.flags.c_contiguous
+        assert not np.shares_memory(c, a) and not np.shares_memory(c, b)
 
 
 def test_numpy_broadcast_mismatch_names_op():
