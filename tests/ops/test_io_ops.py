@@ -3,6 +3,7 @@ DBExists, CreateDB + TensorProtosDBInput (small DBs and the real MNIST digits), 
 from __future__ import annotations
 
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -70,6 +71,31 @@ def test_save_load_roundtrip_every_dtype(tmp_path, db_type):
     run_operator_once(make_op("Load", [], list(BLOBS), db="all.db", db_type=db_type), fresh)
     for k, v in BLOBS.items():
         _assert_same(fresh.fetch(k), v)
+
+
+def _caffe2_w_record() -> tuple[bytes, bytes]:
+    """The record Caffe2's Save writes for a float tensor w = [[1, 2]], spelled out on the wire."""
+    tensor = (b"\x08\x01" b"\x08\x02"                                # dims 1, 2 (unpacked)
+              b"\x10\x01"                                            # data_type FLOAT
+              b"\x1a\x08" + struct.pack("<2f", 1.0, 2.0) +            # float_data, packed
+              b"\x3a\x01w"                                           # name
+              b"\x5a\x04\x08\x00\x10\x02")                            # segment {begin 0, end 2}
+    blob = b"\x0a\x01w" b"\x12\x06Tensor" b"\x1a" + bytes([len(tensor)]) + tensor
+    return b"w#%0", blob
+
+
+def test_load_a_minidb_written_byte_by_byte(tmp_path):
+    key, value = _caffe2_w_record()
+    text = caffe2_pb2.BlobProto(name="s", type="std::string", content=b"hi").SerializeToString()
+    raw = b"".join(struct.pack("=ii", len(k), len(v)) + k + v for k, v in [(key, value), (b"s", text)])
+    (tmp_path / "caffe2.minidb").write_bytes(raw)
+    ws = _ws(tmp_path)
+    run_operator_once(make_op("Load", [], ["w", "s"], db="caffe2.minidb", db_type="minidb"), ws)
+    assert ws.fetch("w").dtype == np.float32 and ws.fetch("w").tolist() == [[1.0, 2.0]]
+    assert ws.fetch("s") == b"hi"
+    # And Save writes exactly those bytes back.
+    run_operator_once(make_op("Save", ["w", "s"], [], db="ours.minidb", db_type="minidb"), ws)
+    assert (tmp_path / "ours.minidb").read_bytes() == raw
 
 
 @pytest.mark.parametrize("db_type", DB_TYPES)
