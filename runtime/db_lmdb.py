@@ -258,4 +258,7 @@ class LMDB(DB):
 
     def __del__(self) -> None:
         if getattr(self, "_tmp", None) is not None or getattr(self, "_reader_key", None) is not None:
-            self.abort()
+            try:
+                self.abort()
+            except Exception:   # at interpreter exit the module globals may already be gone
+                pass

@@ -208,4 +208,7 @@ class MiniDB(DB):
     def __del__(self) -> None:
         # Never publish from the garbage collector: only clean up an unfinished temp file.
         if getattr(self, "_tmp", None) is not None:
-            self.abort()
+            try:
+                self.abort()
+            except Exception:   # at interpreter exit the module globals may already be gone
+                pass
