@@ -34,8 +34,6 @@ FILLER_ARGS = [
     arg("run_once", "bool", True),
 ]
 
-_F32 = np.dtype(np.float32)
-
 
 # --------------------------------------------------------------------------------------------
 # Shapes
@@ -96,10 +94,10 @@ def run_shape(ctx: Any, inputs: Sequence[Any]) -> tuple[int, ...]:
         raise ctx.error(str(err), blob=blob) from None
 
 
-def _infer_with(dtype_of: Callable[[Args], np.dtype]) -> Callable[[Args, list[TensorType]], list[TensorType]]:
+def _infer_with(op_type: str, dtype_of: Callable[[Args], np.dtype]
+                ) -> Callable[[Args, list[TensorType]], list[TensorType]]:
     def infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
-        # The op type only feeds error text; any filler's rule is the same.
-        return [TensorType(static_shape("filler", args, inputs[:1]), dtype_of(args))]
+        return [TensorType(static_shape(op_type, args, inputs[:1]), dtype_of(args))]
     return infer
 
 
@@ -112,7 +110,7 @@ def _defiller(op_type: str, args: Sequence[Any] = (), inputs: int | tuple[int, i
               dtype_of: Callable[[Args], np.dtype] = _fixed(np.float32), **kw: Any):
     """defop with the filler conventions: 0-1 inputs, one output, in place allowed, NO_GRADIENT."""
     return defop(op_type, inputs=inputs, outputs=1, args=[*FILLER_ARGS, *args], inplace=[(0, 0)],
-                 category=OPAQUE, infer=_infer_with(dtype_of), gradient=no_gradient, **kw)
+                 category=OPAQUE, infer=_infer_with(op_type, dtype_of), gradient=no_gradient, **kw)
 
 
 # --------------------------------------------------------------------------------------------
