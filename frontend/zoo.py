@@ -241,26 +241,35 @@ def random_zoo_weights(name: str, seed: int = 0) -> dict[str, np.ndarray]:
     (256, 48, 5, 5)
     """
     rng = np.random.default_rng(seed)
+
+    def normal(std: float, shape: tuple[int, ...]) -> np.ndarray:
+        # float32 draws directly: VGG-19's 144M weights take ~1 s instead of ~5 in float64.
+        return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+
+    def uniform(low: float, high: float, shape: tuple[int, ...]) -> np.ndarray:
+        return rng.random(shape, dtype=np.float32) * np.float32(high - low) + np.float32(low)
+
     net, _, _ = load_zoo_net(name)
-    role: dict[str, tuple[str, int, caffe2_pb2.OperatorDef]] = {}
+    role: dict[str, tuple[str, int]] = {}
     for op in net.op:
         for i, b in enumerate(op.input):
-            role.setdefault(b, (op.type, i, op))
+            role.setdefault(b, (op.type, i))
+    bn_init = {1: lambda shape: uniform(0.5, 1.0, shape), 2: lambda shape: normal(0.05, shape),
+               3: lambda shape: normal(0.05, shape), 4: lambda shape: uniform(0.5, 1.5, shape)}
     weights: dict[str, np.ndarray] = {}
     for blob, shape in zoo_param_shapes(name).items():
-        kind, index, op = role[blob]
+        kind, index = role[blob]
         if kind in ("Conv", "FC") and index == 1:
             fan_in = int(np.prod(shape[1:])) if kind == "Conv" else shape[-1]
-            value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+            value = normal(np.sqrt(2.0 / fan_in), shape)
         elif kind in ("Conv", "FC"):
-            value = rng.normal(0.0, 0.01, shape)
+            value = normal(0.01, shape)
         elif kind == "SpatialBN":
-            value = {1: lambda: rng.uniform(0.5, 1.0, shape), 2: lambda: rng.normal(0.0, 0.05, shape),
-                     3: lambda: rng.normal(0.0, 0.05, shape), 4: lambda: rng.uniform(0.5, 1.5, shape)}[index]()
+            value = bn_init[index](shape)
         elif kind == "Mul":
-            value = rng.uniform(0.8, 1.2, shape)
+            value = uniform(0.8, 1.2, shape)
         elif kind == "Add":
-            value = rng.normal(0.0, 0.05, shape)
+            value = normal(0.05, shape)
         else:
             raise ZooError(f"{name}: no initializer for {blob!r} (input {index} of {kind})")
         weights[blob] = np.ascontiguousarray(value, dtype=np.float32)
