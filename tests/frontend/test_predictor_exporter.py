@@ -203,3 +203,41 @@ def test_caffe2_import_path_is_the_same_module():
     from caffe2.python.predictor import predictor_py_utils
     assert predictor_exporter is pe
     assert predictor_py_utils.GetNet is pe.GetNet
+
+
+# ------------------------------------------------------------------------------ a brew model
+def _brew_cnn():
+    from netjit import brew
+    from netjit.model_helper import ModelHelper
+    model = ModelHelper(name="export_cnn")
+    conv = brew.conv(model, "data", "conv1", dim_in=1, dim_out=4, kernel=3)
+    pool = brew.max_pool(model, brew.relu(model, conv, "relu1"), "pool1", kernel=2, stride=2)
+    fc = brew.fc(model, pool, "fc1", dim_in=4 * 3 * 3, dim_out=5)
+    brew.softmax(model, fc, "softmax")
+    workspace.RunNetOnce(model.param_init_net)
+    return model
+
+
+def test_brew_model_round_trip_through_db_and_mobile_exporter(tmp_path):
+    from netjit import mobile_exporter
+    model = _brew_cnn()
+    params = [str(p) for p in model.GetParams()]
+    assert params == ["conv1_w", "conv1_b", "fc1_w", "fc1_b"]
+    x = RNG.random((3, 1, 8, 8), dtype=np.float32)
+    workspace.FeedBlob("data", x)
+    workspace.RunNetOnce(model.net)
+    expected = workspace.FetchBlob("softmax")
+
+    path = str(tmp_path / "cnn.minidb")
+    pe.save_to_db("minidb", path, pe.PredictorExportMeta(model.net, model.GetParams(), ["data"], ["softmax"]))
+    init_net, predict_net = mobile_exporter.Export(workspace, model.net, model.GetParams())
+
+    workspace.ResetWorkspace()
+    net = pe.prepare_prediction_net(path, "minidb")
+    workspace.FeedBlob("data", x)
+    workspace.RunNet(net)
+    np.testing.assert_allclose(workspace.FetchBlob("softmax"), expected, rtol=1e-6, atol=1e-7)
+
+    workspace.ResetWorkspace()
+    got, = workspace.Predictor(init_net, predict_net).run([x])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
