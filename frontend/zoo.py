@@ -125,7 +125,7 @@ def load_zoo_net(name: str) -> tuple[caffe2_pb2.NetDef, str, tuple[int, ...]]:
     """``(predict_net, input_name, input_shape)``; the NetDef is a fresh copy each call.
 
     >>> net, data, shape = load_zoo_net("resnet50")                # doctest: +SKIP
-    >>> data, shape
+    >>> data, shape                                                 # doctest: +SKIP
     ('gpu_0/data', (1, 3, 224, 224))
     """
     data, input_name, shape, _ = _load(name)
@@ -237,7 +237,7 @@ def random_zoo_weights(name: str, seed: int = 0) -> dict[str, np.ndarray]:
     - per-channel Mul ~ U(0.8, 1.2), Add ~ N(0, 0.05^2).
 
     >>> w = random_zoo_weights("bvlc_alexnet")                   # doctest: +SKIP
-    >>> w["conv2_w"].shape                                        # group 2: 96/2 input channels
+    >>> w["conv2_w"].shape        # group 2: 96/2 input channels  # doctest: +SKIP
     (256, 48, 5, 5)
     """
     rng = np.random.default_rng(seed)
