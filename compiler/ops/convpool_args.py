@@ -3,15 +3,11 @@
 Caffe2 lets a net spell each window parameter several ways; exactly one spelling per parameter is
 accepted here, and mixing two is an error (Caffe2 silently preferred one, which hides bugs):
 
-============  ===========================  ==========================================  =========
-parameter     one value for every dim      2-D pair                                     per dim
-============  ===========================  ==========================================  =========
-kernel        ``kernel``                   ``kernel_h`` + ``kernel_w``                  ``kernels``
-stride        ``stride``                   ``stride_h`` + ``stride_w``                  ``strides``
-pads          ``pad``                      ``pad_t`` + ``pad_l`` + ``pad_b`` + ``pad_r``  ``pads``
-dilation      ``dilation``                 ``dilation_h`` + ``dilation_w``              ``dilations``
-adj           ``adj``                      ``adj_h`` + ``adj_w``                        ``adjs``
-============  ===========================  ==========================================  =========
+- kernel: ``kernel`` | ``kernel_h`` + ``kernel_w`` | ``kernels``
+- stride: ``stride`` | ``stride_h`` + ``stride_w`` | ``strides`` (default 1)
+- pads: ``pad`` | ``pad_t`` + ``pad_l`` + ``pad_b`` + ``pad_r`` | ``pads`` (default 0)
+- dilation: ``dilation`` | ``dilation_h`` + ``dilation_w`` | ``dilations`` (default 1)
+- adj (ConvTranspose): ``adj`` | ``adj_h`` + ``adj_w`` | ``adjs`` (default 0)
 
 ``pads`` lists every begin pad, then every end pad (2-D: ``[t, l, b, r]``). The single-value
 spellings cover any number of spatial dims (Caffe2 itself expanded them to 2-D only). Decoding
