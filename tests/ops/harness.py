@@ -84,7 +84,9 @@ def check_gradient(op_type: str, inputs: Sequence[np.ndarray], n_outputs: int = 
         numeric = np.zeros(x.shape, np.float64)
         flat = numeric.reshape(-1)
         for j in range(x.size):
-            plus, minus = [np.array(v, copy=True) for v in inputs], [np.array(v, copy=True) for v in inputs]
+            # C-order copies: reshape(-1) of a non-contiguous view would be a copy and the nudge lost.
+            plus = [np.array(v, copy=True, order="C") for v in inputs]
+            minus = [np.array(v, copy=True, order="C") for v in inputs]
             plus[i].reshape(-1)[j] += eps
             minus[i].reshape(-1)[j] -= eps
             flat[j] = (loss(plus) - loss(minus)) / (2 * eps)
