@@ -188,6 +188,10 @@ def test_same_blob_twice_in_one_op_is_accumulated():
         ("Sum", ["X_grad", "_X_grad_autosplit_0"], ["X_grad"]),
     ]
     assert grad_map == {"Y": "dY", "X": "X_grad"}
+    # Only passed-through contributions: the sum is named <input>_grad.
+    grad_ops, grad_map = add_gradient_operators([make_op("Sum", ["X", "X"], ["Y"])], {"Y": "dY"})
+    assert _listing(grad_ops) == [("Sum", ["dY", "dY"], ["X_grad"])]
+    assert grad_map["X"] == "X_grad"
 
 
 def test_gradients_from_different_devices_are_not_summed():
