@@ -42,8 +42,5 @@ def make_runner(net: caffe2_pb2.NetDef, ws: Workspace, executor: str | None = No
     executor = executor or default_executor()
     if executor == "reference":
         return ReferenceRunner(net, ws)
-    try:
-        from netjit.compiler.api import compiled_runner
-    except ImportError:  # the compiled backend is optional until it exists
-        return ReferenceRunner(net, ws)
+    from netjit.compiler.api import compiled_runner  # late: keeps `import runner` light
     return compiled_runner(net, ws)

@@ -1,0 +1,344 @@
+"""The compiler's entry points: ``compile(net, ...)`` and the runner behind ``workspace.CreateNet``.
+
+A :class:`CompiledNet` is shared (cached in memory by NetDef hash, mode and device); it owns the
+imported graph and the plans made for each input signature. A :class:`CompiledRunner` binds one to a
+workspace: it owns what Caffe2 creates per net instance (op contexts with their state and seeded
+random generators, the arena) and runs the generated drivers.
+
+>>> import numpy as np
+>>> from netjit.proto import caffe2_pb2
+>>> from netjit.proto.args import make_op
+>>> net = caffe2_pb2.NetDef(name="demo", external_input=["x"], external_output=["y"])
+>>> net.op.extend([make_op("Relu", ["x"], ["t"]), make_op("Relu", ["t"], ["y"])])
+>>> exe = compile(net, inputs={"x": np.zeros((2, 3), np.float32)})
+>>> exe(x=np.array([[-1, 2, -3], [4, -5, 6]], np.float32))["y"].tolist()
+[[0.0, 2.0, 0.0], [4.0, 0.0, 6.0]]
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import weakref
+from collections import ChainMap, OrderedDict
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from netjit.compiler.ir import Graph, import_netdef, maybe_dump
+from netjit.compiler.ops.registry import TensorType
+from netjit.compiler.passes.infer import OBJECT, type_of
+from netjit.compiler.pipeline import SegmentPlan, describe_signature, plan_segment
+from netjit.compiler.execution import LazyContext, bind_plan, run_barrier, static_checks
+from netjit.proto import caffe2_pb2
+from netjit.runtime.workspace import REGISTRY, Workspace
+
+DEVICES = ("cpu",)
+CACHE_SIZE = 64
+_CACHE: "OrderedDict[tuple, CompiledNet]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _as_netdef(net: Any) -> caffe2_pb2.NetDef:
+    if isinstance(net, caffe2_pb2.NetDef):
+        return net
+    if hasattr(net, "Proto"):
+        return net.Proto()
+    if isinstance(net, (bytes, bytearray)):
+        return caffe2_pb2.NetDef.FromString(bytes(net))
+    raise TypeError(f"expected a NetDef, a core.Net or serialized NetDef bytes, got {type(net).__name__}")
+
+
+def _as_type(value: Any) -> TensorType | str:
+    if isinstance(value, str) and value == OBJECT:
+        return OBJECT
+    if isinstance(value, TensorType):
+        return TensorType(tuple(value.shape), np.dtype(value.dtype))
+    if isinstance(value, np.ndarray):
+        return type_of(value)
+    if isinstance(value, tuple) and len(value) == 2 and not isinstance(value[0], (int, np.integer)):
+        return TensorType(tuple(int(d) for d in value[0]), np.dtype(value[1]))
+    raise TypeError(f"an input signature entry must be an array, a TensorType or (shape, dtype), got {value!r}")
+
+
+class CompiledNet:
+    """A net compiled for one device; plans are made per input signature and cached.
+
+    ``visible``: the blobs a run must leave in the workspace (None: every blob the net writes, the
+    Caffe2 rule). Use :func:`compile` to make one.
+    """
+
+    def __init__(self, net: caffe2_pb2.NetDef, visible: Iterable[str] | None = None,
+                 outputs: Iterable[str] | None = None, device: str = "cpu"):
+        if device not in DEVICES:
+            raise ValueError(f"device {device!r} is not supported by this compiler (supported: {DEVICES})")
+        self.net = net
+        self.device = device
+        self.graph: Graph = import_netdef(net)
+        maybe_dump(self.graph, "import")
+        written = set(self.graph.final)
+        self.params = sorted(written & set(self.graph.inputs))
+        self.visible = None if visible is None else set(visible) | set(self.params)
+        self.outputs = list(outputs) if outputs is not None else sorted(written)
+        self.checks = static_checks(net, self.graph)
+        self._plans: dict[tuple, SegmentPlan] = {}
+        self._by_start: dict[int, list[SegmentPlan]] = {}
+        self._lock = threading.RLock()
+        self._runners: "weakref.WeakKeyDictionary[Workspace, CompiledRunner]" = weakref.WeakKeyDictionary()
+        self._private: "weakref.WeakKeyDictionary[Workspace, Workspace]" = weakref.WeakKeyDictionary()
+        # Blobs read before being written by nodes[start:], per start: a plan's signature.
+        self._exposed: dict[int, list[str]] = {}
+
+    # Planning ---------------------------------------------------------------------------------
+    def exposed_reads(self, start: int) -> list[str]:
+        if start not in self._exposed:
+            written: set[str] = set()
+            seen: dict[str, None] = {}
+            for node in self.graph.nodes[start:]:
+                for i in node.inputs:
+                    blob = self.graph.values[i].blob
+                    if blob not in written:
+                        seen.setdefault(blob, None)
+                for o in node.outputs:
+                    written.add(self.graph.values[o].blob)
+            self._exposed[start] = list(seen)
+        return self._exposed[start]
+
+    def plan(self, start: int, signature: Mapping[str, TensorType | str]) -> SegmentPlan:
+        key = (start, tuple(sorted(signature.items(), key=lambda kv: kv[0])))
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = plan_segment(self.graph, start, signature, self.visible)
+                self._plans[key] = plan
+                self._by_start.setdefault(start, []).append(plan)
+            return plan
+
+    def plans_at(self, start: int) -> list[SegmentPlan]:
+        return self._by_start.get(start, [])
+
+    def prepare(self, inputs: Mapping[str, Any]) -> list[SegmentPlan]:
+        """Plan (and compile the kernels of) the segments reachable from a signature without running:
+        barriers stop it, as their outputs are unknown until they run."""
+        signature = {b: _as_type(v) for b, v in inputs.items()}
+        missing = [b for b in self.exposed_reads(0) if b not in signature]
+        if missing:
+            raise ValueError(f"net {self.net.name!r}: the input signature lacks {missing} (give their "
+                             f"arrays or (shape, dtype), or pass ws= to read them from a workspace)")
+        return [self.plan(0, {b: signature[b] for b in self.exposed_reads(0)})]
+
+    # Running ----------------------------------------------------------------------------------
+    def runner(self, ws: Workspace | None = None) -> "CompiledRunner":
+        ws = ws if ws is not None else REGISTRY.current
+        r = self._runners.get(ws)
+        if r is None:
+            r = CompiledRunner(self, ws, check=False)
+            self._runners[ws] = r
+        return r
+
+    def run(self, ws: Workspace | None = None) -> None:
+        """Run once against ``ws`` (default: the current workspace), reading inputs and parameters
+        from it and writing the visible blobs back."""
+        self.runner(ws).run()
+
+    def __call__(self, **feeds: Any) -> dict[str, Any]:
+        """Run on a private child of the current workspace (parameters are read from it, nothing
+        is written to it) with ``feeds`` as inputs; return the declared outputs by name."""
+        base = REGISTRY.current
+        private = self._private.get(base)
+        if private is None:
+            private = Workspace(f"{base.name}/{self.net.name}:compiled", base.root_folder, parent=base)
+            self._private[base] = private
+        for name, value in feeds.items():
+            private.blobs[name] = np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value
+        self.runner(private).run()
+        result = {}
+        for name in self.outputs:
+            value = private.get(name)
+            if isinstance(value, np.ndarray) and not value.flags.writeable:
+                value = value.copy()
+            result[name] = value
+        return result
+
+    # Introspection ----------------------------------------------------------------------------
+    def explain(self, sources: bool = True) -> str:
+        """What the compiler did: per plan, the signature, fused groups, kernels, host steps,
+        the buffer plan, fallbacks, and (``sources=True``) the generated code."""
+        lines = [f"net {self.net.name!r}: {len(self.graph.nodes)} ops, device {self.device}, "
+                 f"{'all written blobs visible (Caffe2 rule)' if self.visible is None else f'visible: {sorted(self.visible)}'}"]
+        if not self._plans:
+            lines.append("  (no plans yet: run it, or compile with inputs=...)")
+        for plan in self._plans.values():
+            lines += explain_plan(plan, sources)
+        return "\n".join(lines)
+
+
+def explain_plan(plan: SegmentPlan, sources: bool = True) -> list[str]:
+    sig = describe_signature(dict(plan.signature))
+    lines = [f"plan for ops [{plan.start}, {plan.stop}) given {{{sig}}}"]
+    groups = [n for n in plan.graph.nodes if n.op == "Fused"]
+    lines.append(f"  {len(plan.graph.nodes)} steps, {len(groups)} fused groups, "
+                 f"{sum(s.kind == 'host' for s in plan.driver.steps)} host steps, "
+                 f"{sum(s.kind == 'const' for s in plan.driver.steps)} folded constants")
+    for s in plan.driver.steps:
+        lines.append(f"    [{s.kind:6s}] #{s.index} {s.op_type}: {list(s.inputs)} -> {list(s.outputs)}")
+    lines.append(f"  buffers: {plan.buffers.summary()}")
+    for f in plan.fallbacks:
+        lines.append(f"  fallback to references: {f}")
+    if sources:
+        for k, kc in enumerate(plan.driver.kernels):
+            if kc.source:
+                lines.append(f"  --- kernel K{k} ({kc.description}) ---")
+                lines += ["    " + ln for ln in kc.source.splitlines()]
+        lines.append("  --- driver ---")
+        lines += ["    " + ln for ln in plan.driver.source.splitlines()]
+    return lines
+
+
+class CompiledRunner:
+    """Runs a CompiledNet against one workspace (what ``workspace.CreateNet`` keeps)."""
+    executor = "compiled"
+
+    def __init__(self, compiled: CompiledNet, ws: Workspace, check: bool = True):
+        self.compiled = compiled
+        self.net = compiled.net
+        self.ws = ws
+        if check:
+            compiled.checks.check(ws)
+        self._W = ws.blobs
+        chain, p = [ws.blobs], ws.parent
+        while p is not None:
+            chain.append(p.blobs)
+            p = p.parent
+        self._R = ws.blobs if len(chain) == 1 else ChainMap(*chain)
+        self.contexts: dict[int, LazyContext] = {}
+        self._bound: dict[int, tuple[Any, Any]] = {}
+        self._fast = None
+
+    def context(self, node: Any) -> LazyContext:
+        ctx = self.contexts.get(node.index)
+        if ctx is None:
+            ctx = LazyContext(args=node.attrs, op=node.proto, index=node.index, net_name=self.net.name, ws=self.ws)
+            self.contexts[node.index] = ctx
+        return ctx
+
+    def bound(self, plan: SegmentPlan) -> tuple[Any, Any]:
+        fns = self._bound.get(id(plan))
+        if fns is None:
+            fns = bind_plan(plan, self)
+            self._bound[id(plan)] = fns
+        return fns
+
+    def run(self) -> None:
+        fast = self._fast
+        if fast is not None and fast(self._W, self._R) is not None:
+            return
+        self._run_slow()
+
+    def _run_slow(self) -> None:
+        compiled = self.compiled
+        n = len(compiled.graph.nodes)
+        start = 0
+        while start < n:
+            plan = None
+            for candidate in compiled.plans_at(start):
+                run, _ = self.bound(candidate)
+                if run(self._W, self._R) is not None:
+                    plan = candidate
+                    break
+            if plan is None:
+                plan = self._plan_and_run(start)
+            if plan.start == 0 and plan.stop == n and not plan.empty:
+                self._fast = self.bound(plan)[0]
+            start = plan.stop
+            if start < n:
+                run_barrier(self, compiled.graph.nodes[start])
+                start += 1
+
+    def _plan_and_run(self, start: int) -> SegmentPlan:
+        compiled = self.compiled
+        values: dict[str, Any] = {}
+        signature: dict[str, TensorType | str] = {}
+        for blob in compiled.exposed_reads(start):
+            try:
+                value = self._R[blob]
+            except KeyError:
+                continue
+            values[blob] = value
+            signature[blob] = type_of(value)
+        plan = compiled.plan(start, signature)
+        if not plan.empty or plan.driver.steps:
+            _, body = self.bound(plan)
+            args = []
+            for (blob, _), val in zip(plan.driver.inputs, plan.driver.input_types):
+                value = values[blob]
+                if val.typed:
+                    value = np.ascontiguousarray(value)
+                args.append(value)
+            body(self._W, *args)
+        return plan
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+def _cache_key(net: caffe2_pb2.NetDef, visible: Iterable[str] | None, outputs: Iterable[str] | None,
+               device: str) -> tuple:
+    digest = hashlib.blake2b(net.SerializeToString(), digest_size=16).digest()
+    return (digest, None if visible is None else tuple(sorted(visible)),
+            None if outputs is None else tuple(outputs), device)
+
+
+def get_compiled(net: caffe2_pb2.NetDef, visible: Iterable[str] | None = None,
+                 outputs: Iterable[str] | None = None, device: str = "cpu") -> CompiledNet:
+    """The cached CompiledNet for this exact NetDef (by content), mode and device."""
+    key = _cache_key(net, visible, outputs, device)
+    with _CACHE_LOCK:
+        compiled = _CACHE.get(key)
+        if compiled is not None:
+            _CACHE.move_to_end(key)
+            return compiled
+    compiled = CompiledNet(caffe2_pb2.NetDef.FromString(net.SerializeToString()), visible, outputs, device)
+    with _CACHE_LOCK:
+        _CACHE[key] = compiled
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return compiled
+
+
+def clear_cache() -> None:
+    """Forget every cached CompiledNet (plans, folded constants); disk-cached kernels stay."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def compile(net: Any, inputs: Mapping[str, Any] | None = None, outputs: Iterable[str] | None = None,
+            device: str = "cpu", ws: Workspace | None = None) -> CompiledNet:
+    """Compile ``net`` (a NetDef, core.Net or serialized bytes).
+
+    ``outputs``: blobs a run must produce (default: the net's external_output, or every blob it
+    writes when it declares none); those and the parameters the net updates are written back,
+    other intermediates may be fused away. ``inputs``: blob -> array, TensorType or (shape, dtype)
+    to plan and compile kernels now (blobs not given are typed from ``ws`` when passed);
+    otherwise planning happens at the first run.
+
+    >>> # exe = netjit.compile(net, inputs={"data": batch}); exe.run(ws); out = exe(data=batch)
+    """
+    proto = _as_netdef(net)
+    if outputs is None and len(proto.external_output):
+        outputs = list(proto.external_output)
+    compiled = get_compiled(proto, outputs, outputs, device)
+    if inputs is not None or ws is not None:
+        signature = {b: _as_type(v) for b, v in (inputs or {}).items()}
+        if ws is not None:
+            for blob in compiled.exposed_reads(0):
+                if blob not in signature and ws.has(blob):
+                    signature[blob] = type_of(ws.get(blob))
+        compiled.prepare(signature)
+    return compiled
+
+
+def compiled_runner(net: caffe2_pb2.NetDef, ws: Workspace) -> CompiledRunner:
+    """The runner ``workspace.CreateNet``/``RunNet``/``RunNetOnce`` use: Caffe2's construction
+    checks, then compiled runs that leave every written blob visible with Caffe2's value."""
+    return CompiledRunner(get_compiled(net), ws, check=True)
+

@@ -1,0 +1,100 @@
+"""The numba-cpu backend: which nodes it compiles, and the kernel for each.
+
+- Fused groups (passes/fuse.py) become one generated ``@njit`` kernel each (codegen/loops.py),
+  headed by a producer's code when the group starts with an OUT_FUSABLE op listed in ``HEADS``.
+- Ops listed in ``STANDALONE`` run a hand-written ``@njit`` kernel (codegen/dense.py, ...).
+- Everything else runs as a host step: the op's numpy reference inside the same plan.
+
+Per-op kernels live here, keyed by op type, so op modules stay backend-free.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from netjit.compiler.codegen import dense
+from netjit.compiler.codegen.elementwise import loop_ok
+from netjit.compiler.codegen.loops import Param, ProducerCode, render_group
+from netjit.compiler.codegen.modules import load_kernel
+from netjit.compiler.ir import Node, Value
+from netjit.compiler.passes.fuse import FusionRules
+
+DEVICE = "cpu"
+
+# OUT_FUSABLE ops that can head a fused group: node -> ProducerCode (None when not applicable).
+HEADS: dict[str, Callable[[Node, Mapping[str, Value]], ProducerCode | None]] = {"FC": dense.fc_head}
+# Ops with their own kernel: node -> (dispatcher, params) or None.
+STANDALONE: dict[str, Callable[[Node, Mapping[str, Value]], Any]] = {"FCGradient": dense.fc_gradient}
+
+
+@dataclass
+class KernelCall:
+    fn: Any                          # numba dispatcher
+    params: list[Param]
+    description: str
+    source: str | None = None        # generated source (None for hand-written kernels)
+    full_inputs: set[str] = field(default_factory=set)   # may be overwritten in place by an output
+
+
+def head_ok(node: Node, values: Mapping[str, Value]) -> bool:
+    maker = HEADS.get(node.op)
+    return (maker is not None and len(node.outputs) == 1 and values[node.outputs[0]].typed
+            and maker(node, values) is not None)
+
+
+RULES = FusionRules(loop_ok=loop_ok, head_ok=head_ok)
+
+
+def kernel_for(node: Node, values: Mapping[str, Value]) -> KernelCall | None:
+    """The compiled kernel for a (fused) node, or None: it then runs as a host step."""
+    if node.op == "Fused":
+        members = node.attrs["nodes"]
+        head = None
+        if node.attrs.get("kind") == "producer":
+            head = HEADS[members[0].op](members[0], values)
+            if head is None:
+                return None
+        lk = render_group(node, values, head)
+        return KernelCall(load_kernel(lk.source), lk.params, lk.description, lk.source,
+                          lk.full_inputs if head is None else set())
+    maker = STANDALONE.get(node.op)
+    if maker is None:
+        return None
+    made = maker(node, values)
+    if made is None:
+        return None
+    fn, params = made
+    return KernelCall(fn, params, node.op)
+
+
+def inplace_pairs(node: Node, kernel: KernelCall | None, values: Mapping[str, Value]) -> list[tuple[str, str]]:
+    """(output, input) pairs a kernel may compute in place: elementwise, read at the output's
+    index only, same element size and count."""
+    if kernel is None or not kernel.full_inputs:
+        return []
+    pairs = []
+    for out in node.outputs:
+        o = values[out]
+        for inp in node.inputs:
+            i = values[inp]
+            if inp in kernel.full_inputs and i.typed and i.dtype.itemsize == o.dtype.itemsize and i.size == o.size:
+                pairs.append((out, inp))
+    return pairs
+
+
+def _numba_type(param: Param, values: Mapping[str, Value], readonly: set[str]) -> Any:
+    from numba import from_dtype, types
+    if param.kind == "dim":
+        return types.int64
+    if param.kind == "scalar":
+        return types.float64 if isinstance(param.value, float) else types.int64
+    val = values[param.value]
+    return types.Array(from_dtype(val.dtype), max(len(val.shape), 0), "C",
+                       readonly=param.value in readonly and param.kind == "in")
+
+
+def precompile(kernel: KernelCall, values: Mapping[str, Value], readonly: set[str]) -> None:
+    """Compile (or load from the disk cache) the specialisation a plan will call, at plan time, so
+    a kernel that numba cannot type is found before the run (the node then runs as a host step)."""
+    sig = tuple(_numba_type(p, values, readonly) for p in kernel.params)
+    kernel.fn.compile(sig)

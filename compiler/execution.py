@@ -1,0 +1,167 @@
+"""Run-time support for compiled plans: per-runner op contexts, binding a plan's generated driver to
+a runner, barrier steps, and Caffe2's net-construction checks.
+
+Kept apart from the generated code so that the driver source stays straight-line: everything it
+needs arrives through one environment object at bind time.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from netjit.compiler.ir import Graph, Node
+from netjit.compiler.ops.registry import lookup
+from netjit.proto import caffe2_pb2
+from netjit.runtime.context import OpContext, op_rng
+from netjit.runtime.errors import MissingBlobError, OpError
+from netjit.runtime.executor import run_step
+from netjit.runtime.plan import Plan, Step
+from netjit.runtime.workspace import Workspace
+
+# Unseeded random ops in compiled plans share one generator: values are fresh every run (as in
+# Caffe2) without paying ~10 us per op to create a generator each time a net is constructed.
+_SHARED_RNG = np.random.default_rng()
+
+
+class LazyContext(OpContext):
+    """An OpContext whose generator is made on first use: an op seeded by
+    ``device_option.random_seed`` gets its own (the reference executor's stream), others share one."""
+
+    def _get_rng(self) -> np.random.Generator:
+        rng = self.__dict__.get("_rng")
+        if rng is None:
+            op = self.op
+            opt = op.device_option if op is not None and op.HasField("device_option") else None
+            rng = op_rng(opt) if opt is not None and opt.HasField("random_seed") else _SHARED_RNG
+            self.__dict__["_rng"] = rng
+        return rng
+
+    def _set_rng(self, value: np.random.Generator | None) -> None:
+        self.__dict__["_rng"] = value
+
+    rng = property(_get_rng, _set_rng)
+
+
+class _Env:
+    """What a generated ``bind(E)`` reads (see codegen/driver.py)."""
+    ndarray = np.ndarray
+    empty = staticmethod(np.empty)
+    inf = math.inf
+    nan = math.nan
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype}{list(value.shape)}"
+    return type(value).__name__
+
+
+def bind_plan(plan: Any, runner: Any) -> tuple[Any, Any]:
+    """Close the plan's driver over this runner's contexts, generators and a fresh arena."""
+    spec = plan.driver
+    net_name = runner.net.name
+    env = _Env()
+    env.kernels = [kc.fn for kc in spec.kernels]
+    env.consts = list(spec.consts)
+    env.dtypes = list(spec.dtypes)
+    env.refs = [lookup(n.op).reference for n in spec.host_nodes]
+    env.contexts = [runner.context(n) for n in spec.host_nodes]
+    env.fills = [maker(runner.context(node).rng) for maker, node in spec.fills]
+    arena = np.empty(spec.arena_bytes + 64, np.uint8)
+    base = (-arena.ctypes.data) % 64
+    env.arena = []
+    for offset, shape, dtype in spec.arena:
+        n = math.prod(shape) * dtype.itemsize
+        env.arena.append(arena[base + offset: base + offset + n].view(dtype).reshape(shape) if n else
+                         np.empty(shape, dtype))
+    steps = spec.steps
+    graph = plan.graph
+
+    def fail(s: int, err: BaseException) -> None:
+        if not isinstance(err, Exception) or isinstance(err, OpError) or s < 0:
+            raise err
+        info = steps[s]
+        blob = info.outputs[0] if info.outputs else (info.inputs[0] if info.inputs else None)
+        names = ", ".join(repr(n) for n in info.inputs) or "none"
+        raise OpError(f"{type(err).__name__}: {err} (inputs: {names})", net=net_name, index=info.index,
+                      op_type=info.op_type, blob=blob) from err
+
+    def fix(s: int, value: Any, k: int) -> np.ndarray:
+        node = graph.nodes[s]
+        want = graph.values[node.outputs[k]]
+        if isinstance(value, np.ndarray) and value.shape == want.shape and value.dtype == want.dtype:
+            return np.ascontiguousarray(value)
+        raise OpError(f"output {k} is {_describe(value)} but its shape inference promised {want.type_str()}; "
+                      f"the op's infer rule disagrees with its reference", net=net_name, index=node.index,
+                      op_type=node.op, blob=graph.values[node.outputs[k]].blob)
+
+    env.fail = fail
+    env.fix = fix
+    return spec.factory(env)
+
+
+def run_barrier(runner: Any, node: Node) -> None:
+    """Run a node whose outputs could not be typed ahead (a host op, a value-dependent shape) the
+    way the reference executor does, with this runner's context for it."""
+    steps = runner.__dict__.setdefault("_barrier_steps", {})
+    step = steps.get(node.index)
+    if step is None:
+        fn = lookup(node.op).reference
+
+        def call(ctx: OpContext, values: list[Any]) -> list[Any]:
+            out = fn(ctx, *values)
+            return list(out) if isinstance(out, (list, tuple)) else [out]
+        step = Step(index=node.index, op_type=node.op, inputs=tuple(node.proto.input),
+                    outputs=tuple(node.proto.output), fn=call, ctx=runner.context(node))
+        steps[node.index] = step
+    run_step(Plan(net_name=runner.net.name, steps=[]), step, runner.ws)
+
+
+@dataclass
+class NetChecks:
+    """Caffe2's CreateNet checks, precomputed per net so constructing a seen net stays cheap."""
+    net_name: str
+    static_error: OpError | None
+    required: list[tuple[str, int, str]]        # (blob read from the workspace, first reader index, type)
+    external_outputs: list[str]                 # declared outputs no op produces (must exist)
+    written: list[str]
+
+    def check(self, ws: Workspace) -> None:
+        if self.static_error is not None:
+            raise self.static_error
+        for blob, index, op_type in self.required:
+            if not ws.has(blob):
+                raise MissingBlobError(f"input blob {blob!r} does not exist in workspace {ws.name!r}",
+                                       net=self.net_name, index=index, op_type=op_type, blob=blob)
+        for blob in self.external_outputs:
+            if not ws.has(blob):
+                raise OpError(f"external output {blob!r} is not produced by any op", net=self.net_name, blob=blob)
+        blobs = ws.blobs
+        for blob in self.written:
+            if blob not in blobs and not ws.has(blob):
+                blobs[blob] = None
+
+
+def static_checks(net: caffe2_pb2.NetDef, graph: Graph) -> NetChecks:
+    declared = set(net.external_input)
+    produced: set[str] = set()
+    error = None
+    required: list[tuple[str, int, str]] = []
+    seen: set[str] = set()
+    for index, op in enumerate(net.op):
+        for blob in op.input:
+            if blob in produced:
+                continue
+            if declared and blob not in declared and error is None:
+                error = OpError(f"input blob {blob!r} is neither an external input of the net nor written by "
+                                f"an earlier op", net=net.name, index=index, op_type=op.type, blob=blob)
+            if blob not in seen:
+                seen.add(blob)
+                required.append((blob, index, op.type))
+        produced.update(op.output)
+    outs = [b for b in net.external_output if b not in produced and b not in declared]
+    written = list(dict.fromkeys(b for op in net.op for b in op.output))
+    return NetChecks(net.name, error, required, outs, written)

@@ -1,0 +1,130 @@
+"""The compiler pipeline: import -> infer -> simplify -> fuse -> schedule -> plan buffers -> codegen.
+
+``PASSES`` is the one ordered list of graph passes (pure ``Graph -> Graph`` functions). Planning
+works per *segment*: inference types the nodes from a given start until one cannot be typed before
+it runs (a barrier, see passes/infer.py); the segment is everything before the barrier.
+
+Set ``NETJIT_DUMP_AFTER`` to a pass name (or a comma list, or ``all``) to print the graph after it;
+``import``, ``infer`` and ``buffers`` are dump points too.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from netjit.compiler.codegen import driver, fills, numba_cpu
+from netjit.compiler.ir import Graph, Node, maybe_dump, verify
+from netjit.compiler.ops.registry import TensorType
+from netjit.compiler.passes.buffers import BufferPlan, plan_buffers
+from netjit.compiler.passes.fuse import fuse
+from netjit.compiler.passes.infer import infer_types
+from netjit.compiler.passes.schedule import schedule
+from netjit.compiler.passes.simplify import eliminate_dead_code, fold_constants, prune_values, remove_noops
+
+PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
+    ("remove_noops", remove_noops),
+    ("fold_constants", fold_constants),
+    ("dce", eliminate_dead_code),
+    ("fuse", lambda g: fuse(g, numba_cpu.RULES)),
+    ("schedule", schedule),
+]
+_PLAN_IDS = itertools.count()
+
+
+@dataclass
+class SegmentPlan:
+    """A compiled plan for nodes [start, stop) of a net under one input signature."""
+    start: int
+    stop: int
+    graph: Graph
+    buffers: BufferPlan
+    driver: driver.DriverSpec
+    signature: tuple
+    fallbacks: list[str] = field(default_factory=list)    # groups that fell back to host steps, and why
+
+    @property
+    def empty(self) -> bool:
+        return self.start == self.stop
+
+
+def segment_graph(graph: Graph, start: int, stop: int, visible: set[str] | None) -> Graph:
+    """The sub-graph of nodes [start, stop): inputs are the values it reads from the workspace,
+    outputs the latest value of each blob it writes that is visible (``visible`` None: all, the
+    Caffe2 rule) or that a later node reads (later segments read it back from the workspace)."""
+    nodes = graph.nodes[start:stop]
+    defined = {o for n in nodes for o in n.outputs}
+    inputs: dict[str, str] = {}
+    latest: dict[str, str] = {}
+    for n in nodes:
+        for i in n.inputs:
+            if i not in defined:
+                inputs.setdefault(graph.values[i].blob, i)
+        for o in n.outputs:
+            latest[graph.values[o].blob] = o
+    read_later = {i for n in graph.nodes[stop:] for i in n.inputs}
+    outputs = {b: v for b, v in latest.items() if visible is None or b in visible or v in read_later}
+    sub = Graph(graph.name, graph.values, tuple(nodes), inputs, outputs, latest)
+    return prune_values(sub)
+
+
+def run_passes(graph: Graph, check: bool = True) -> Graph:
+    for name, fn in PASSES:
+        graph = fn(graph)
+        if check:
+            verify(graph)
+        maybe_dump(graph, name)
+    return graph
+
+
+def _expand(node: Node) -> list[Node]:
+    return list(node.members) if node.op == "Fused" else [node]
+
+
+def plan_segment(graph: Graph, start: int, signature: Mapping[str, TensorType | str],
+                 visible: set[str] | None = None, check: bool = True) -> SegmentPlan:
+    typed, stop = infer_types(graph, signature, start)
+    seg = segment_graph(typed, start, stop, visible)
+    maybe_dump(seg, "infer")
+    seg = run_passes(seg, check)
+    kernels: dict[int, numba_cpu.KernelCall] = {}
+    fallbacks: list[str] = []
+    consts = {n.outputs[0] for n in seg.nodes if n.op == "Const"}
+    nodes: list[Node] = []
+    for node in seg.nodes:
+        if node.op == "Const":
+            nodes.append(node)
+            continue
+        try:
+            kc = numba_cpu.kernel_for(node, seg.values)
+            if kc is not None:
+                numba_cpu.precompile(kc, seg.values, consts)
+        except Exception as err:  # noqa: BLE001 - a backend gap is never a failure: run the references
+            fallbacks.append(f"{node.describe()} #{node.index}: {type(err).__name__}: {str(err).splitlines()[0]}")
+            kc = None
+            if node.op == "Fused":
+                nodes.extend(_expand(node))
+                continue
+        if kc is not None:
+            kernels[len(nodes)] = kc
+        nodes.append(node)
+    if len(nodes) != len(seg.nodes):
+        seg = seg.with_nodes(nodes)
+    pos_of = {id(n): pos for pos, n in enumerate(seg.nodes)}
+    buffers = plan_buffers(seg, lambda n, v: pos_of[id(n)] in kernels,
+                           lambda n: numba_cpu.inplace_pairs(n, kernels.get(pos_of[id(n)]), seg.values))
+    if os.environ.get("NETJIT_DUMP_AFTER") in ("buffers", "all"):
+        print(f"--- buffers ---\n{buffers.summary()}", file=sys.stderr)
+    fast = {pos: maker for pos, node in enumerate(seg.nodes)
+            if pos not in kernels and node.op not in ("Const", "Fused")
+            and (maker := fills.fill_for(node, seg.values)) is not None}
+    spec = driver.generate(seg, buffers, kernels, fast, f"{graph.name}#{next(_PLAN_IDS)}")
+    sig = tuple(sorted((b, t) for b, t in signature.items()))
+    return SegmentPlan(start, stop, seg, buffers, spec, sig, fallbacks)
+
+
+def describe_signature(signature: Mapping[str, Any]) -> str:
+    return ", ".join(f"{b}: {t if isinstance(t, str) else f'{t.dtype}{list(t.shape)}'}"
+                     for b, t in sorted(signature.items()))
