@@ -118,6 +118,7 @@ def generate(graph: Graph, buffers: BufferPlan, kernels: Mapping[int, KernelCall
     body(1, f"def body(W{''.join(', ' + x for x in in_vars)}):")
     body(2, "s = -1")
     body(2, "try:")
+    body(3, "pass")
     for _, name in spec.inputs:
         for blob in by_value.get(name, ()):
             if blob != values[name].blob:
