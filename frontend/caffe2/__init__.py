@@ -10,7 +10,16 @@ import importlib.util
 import sys
 
 
+# Caffe2 modules that live under another name here.
+_RENAMED = {
+    "caffe2.python.modeling.initializers": "netjit.initializers",
+    "caffe2.python.modeling.parameter_info": "netjit.initializers",
+}
+
+
 def _target(fullname: str) -> str | None:
+    if fullname in _RENAMED:
+        return _RENAMED[fullname]
     parts = fullname.split(".")
     # caffe2.python.predictor is a real package (its own directory): aliasing it to the module
     # netjit.predictor would make its submodules (predictor_exporter, ...) unimportable.

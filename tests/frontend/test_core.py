@@ -133,3 +133,15 @@ def test_execution_step_and_plan_protos():
 def test_global_init_and_registry():
     assert core.GlobalInit(["caffe2", "--caffe2_log_level=0"])
     assert "Relu" in core.RegisteredOperators() and core.IsOperator("FC")
+
+
+def test_caffe2_alias_modules_are_netjit_modules():
+    import netjit.initializers
+    import netjit.workspace
+    from caffe2.python import workspace
+    from caffe2.python.modeling import initializers, parameter_info
+    assert workspace is netjit.workspace
+    assert initializers is netjit.initializers and parameter_info.ParameterTags is netjit.initializers.ParameterTags
+    from caffe2.proto import caffe2_pb2 as alias_pb2
+    from netjit.proto import caffe2_pb2 as own_pb2
+    assert alias_pb2 is own_pb2

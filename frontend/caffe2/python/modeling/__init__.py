@@ -1,0 +1,1 @@
+"""caffe2.python.modeling: initializers and parameter_info alias netjit.initializers."""
