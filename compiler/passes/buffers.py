@@ -2,8 +2,8 @@
 
 Only values that compiled kernels write and that no blob exposes get arena space (exposed values
 are handed to the workspace, so each run allocates them fresh). Over the scheduled order each
-value lives from the step that defines it to its last reader. Offsets are assigned largest first,
-each into the best-fitting gap left by values whose live ranges overlap it; an elementwise kernel
+value lives from the step that defines it to its last reader. Offsets are assigned largest first (and in a few other orders, keeping the
+smallest result), each into the best-fitting gap left by values whose live ranges overlap it; an elementwise kernel
 may write its output over an input that dies at that step (declared *in-place pairs*).
 
 ``verify_buffers`` checks that no two values whose live ranges overlap share a byte (in-place
@@ -16,12 +16,15 @@ planned bytes, and the lower bound: the most bytes live at any one step.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from netjit.compiler.ir import Graph, Node
 
 ALIGN = 64
+_RESTARTS = 64
+_BUDGET = 2_000_000
 
 
 def _aligned(n: int) -> int:
@@ -75,9 +78,46 @@ def lower_bound(intervals: Iterable[Interval], inplace: Iterable[tuple[str, str]
     return best
 
 
+# Orders to try placing values in; best fit is a heuristic, and which order packs a given set of
+# live ranges tightest varies, so the planner keeps the smallest arena among these.
+_ORDERS = (
+    lambda iv: (-_aligned(iv.nbytes), iv.start, iv.name),                       # largest first
+    lambda iv: (-_aligned(iv.nbytes) * (iv.end - iv.start + 1), iv.start, iv.name),   # largest area first
+    lambda iv: (-(iv.end - iv.start), -_aligned(iv.nbytes), iv.name),            # longest lived first
+    lambda iv: (iv.start, -_aligned(iv.nbytes), iv.name),                        # in program order
+)
+
+
 def assign(intervals: Iterable[Interval]) -> BufferPlan:
-    """Best fit, largest first; honour in-place requests when the input's bytes are free."""
-    ivs = sorted(intervals, key=lambda iv: (-_aligned(iv.nbytes), iv.start, iv.name))
+    """Best fit (try a few placement orders, keep the smallest arena); honour in-place requests
+    when the input's bytes are free."""
+    ivs = list(intervals)
+    best: tuple[int, dict[str, int], set[tuple[str, str]]] | None = None
+    orders = [sorted(ivs, key=order) for order in _ORDERS]
+    # Then largest-first with jittered sizes (deterministic), while above the bound and within a
+    # work budget of about 2M overlap checks.
+    rng = random.Random(0)
+    tries = min(_RESTARTS, _BUDGET // max(1, len(ivs) ** 2))
+    bound = lower_bound(ivs)
+    for attempt in range(len(orders) + tries):
+        if attempt < len(orders):
+            order = orders[attempt]
+        elif best[0] <= bound:
+            break
+        else:
+            order = sorted(ivs, key=lambda iv: -_aligned(iv.nbytes) * rng.uniform(0.3, 1.7))
+        offsets, taken = _place(order)
+        arena = max((offsets[iv.name] + _aligned(iv.nbytes) for iv in ivs), default=0)
+        if best is None or arena < best[0]:
+            best = (arena, offsets, taken)
+    arena, offsets, taken = best
+    total = sum(_aligned(iv.nbytes) for iv in ivs)
+    plan = BufferPlan({iv.name: iv for iv in ivs}, offsets, arena, total, lower_bound(ivs, taken), frozenset(taken))
+    verify_buffers(plan)
+    return plan
+
+
+def _place(ivs: list[Interval]) -> tuple[dict[str, int], set[tuple[str, str]]]:
     by_name = {iv.name: iv for iv in ivs}
     offsets: dict[str, int] = {}
     taken: set[tuple[str, str]] = set()
@@ -93,11 +133,7 @@ def assign(intervals: Iterable[Interval]) -> BufferPlan:
                 taken.add((iv.name, partner))
                 continue
         offsets[iv.name] = _best_fit(busy, size) if size else 0
-    arena = max((offsets[n] + _aligned(by_name[n].nbytes) for n in offsets), default=0)
-    total = sum(_aligned(iv.nbytes) for iv in ivs)
-    plan = BufferPlan(dict(by_name), offsets, arena, total, lower_bound(ivs, taken), frozenset(taken))
-    verify_buffers(plan)
-    return plan
+    return offsets, taken
 
 
 def _best_fit(busy: list[tuple[int, int]], size: int) -> int:
