@@ -6,11 +6,12 @@ arg). Input blob "1" is float32 [N, 1, 28, 28] scaled to [0, 1]; output blob "26
 logits [N, 10].
 
     python examples/lenet_export_predict.py                 # all 10,000 test digits
-    python examples/lenet_export_predict.py --limit 1000 --batch-size 250
+    python examples/lenet_export_predict.py --limit 1000 --batch-size 250 --executor reference
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from netjit import workspace
+from netjit.compiler.runner import EXECUTORS, default_executor
 from netjit.mnist_data import read_idx
 from netjit.proto.io import load_net
 
@@ -45,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mnist-dir", type=Path, default=SHARED / "data" / "mnist")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N test digits")
+    parser.add_argument("--executor", choices=EXECUTORS, default=None,
+                        help="compiled (the default) or the numpy reference, as NETJIT_EXECUTOR selects")
     args = parser.parse_args(argv)
+    if args.executor:
+        os.environ["NETJIT_EXECUTOR"] = args.executor
 
     init_net = load_net(args.model_dir / "init_net.pb")
     predict_net = load_net(args.model_dir / "predict_net.pb")
@@ -60,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
     predicted = logits.argmax(axis=1)
     accuracy = float((predicted == labels).mean())
-    print(f"{len(labels)} MNIST test digits in {seconds:.2f} s (batch {args.batch_size}): "
+    print(f"{len(labels)} MNIST test digits in {seconds:.2f} s ({default_executor()} executor, "
+          f"batch {args.batch_size}): "
           f"top-1 accuracy {100 * accuracy:.2f}%")
     print("first predictions (label -> predicted):",
           ", ".join(f"{t}->{p}" for t, p in zip(labels[:10], predicted[:10])))
