@@ -26,8 +26,6 @@ def _fc_sizes(node: Node, values: Mapping[str, Value]) -> tuple[int, int, int] |
         m, k, n = _fc_dims(ins[0].shape, ins[1].shape, node.attrs["axis"], node.attrs["axis_w"])
     except (ValueError, IndexError):
         return None
-    if len(node.inputs) > 2 and ins[2].size != n:
-        return None
     return m, k, n
 
 
@@ -49,6 +47,8 @@ def fc_head(node: Node, values: Mapping[str, Value]) -> ProducerCode | None:
     if sizes is None or not out.typed or len(out.shape) < 1 or out.shape[-1] != sizes[2]:
         return None
     m, k, n = sizes
+    if values[node.inputs[2]].size != n:
+        return None
     rank = len(out.shape)
     full = tuple(out.shape)
     bias_view = (1,) * (rank - 1) + (n,)

@@ -124,6 +124,14 @@ def loop_ok(node: Node, values: Mapping[str, Value]) -> bool:
         ex.render(src, [f"x{i}" for i in range(len(ins))], {k: k for k in args}, dtype)
     except ex.ExprError:
         return False
-    if dtype.kind in "iub" and ex.has_division(src):
-        return False   # C++ integer division/power semantics differ from a float expression
+    if dtype.kind in "iub":
+        if ex.has_division(src):
+            return False   # C++ integer division/power semantics differ from a float expression
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            # The reference converts args to the input dtype and fails when one does not fit (an
+            # infinite Clip bound on ints): leave those to it.
+            if any(not (isinstance(v, (int, float)) and math.isfinite(v) and info.min <= v <= info.max)
+                   for v in args.values()):
+                return False
     return input_views(node, values) is not None

@@ -89,13 +89,11 @@ def has_division(src: str) -> bool:
 
 
 def literal(value: float | int | bool, dtype: np.dtype | None) -> str:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or dtype is None or dtype.kind == "b":
         return repr(value)
-    if dtype is not None and dtype.kind == "f":
+    if dtype.kind == "f":
         return f"np.{dtype.name}({float(value)!r})"
-    if isinstance(value, float):
-        return repr(value)
-    return f"np.int64({value})" if dtype is not None and dtype.kind in "iu" else repr(value)
+    return f"np.{dtype.name}({value!r})"   # integer math: literals in the computation's dtype
 
 
 def render(src: str, operands: list[str], args: Mapping[str, str], dtype: np.dtype | None) -> str:

@@ -140,7 +140,8 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
     names += [f"s{s}_{n}" for s, n, _, _ in scalars]
     lines.append(f"def kernel({', '.join(names)}):")
     for s, n, value, cdt in scalars:
-        conv = _cast(cdt) if cdt.kind == "f" else ("np.int64" if isinstance(value, int) else "np.float64")
+        # Args take the computation's dtype, as the references' ``const(x, value)`` does.
+        conv = _cast(cdt)
         lines.append(f"    c{s}_{n} = {conv}(s{s}_{n})")
     for j in range(len(node.outputs)):
         lines.append(f"    g{j} = o{j}.reshape(-1)")
