@@ -9,6 +9,7 @@ broadcast views fit the output shape.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from netjit.compiler.codegen import expr as ex
 from netjit.compiler.ir import Node, Value
 from netjit.compiler.ops.broadcasting import BroadcastError, broadcast_views
+from netjit.compiler.ops.per_channel import channel_view, per_channel_info
 from netjit.compiler.ops.registry import BROADCAST, ELEMWISE, lookup
 
 KERNEL_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
@@ -36,6 +38,7 @@ EXTRA_EXPRS: dict[str, Callable[[Node], str]] = {"Sum": _sum_expr, "Pow": _pow_e
 
 
 def node_expr(node: Node) -> str | None:
+    """The registry expression of an ELEMWISE/BROADCAST node (or a built-in one for Sum/Pow)."""
     if node.op in ("Const", "Fused"):
         return None
     opdef = lookup(node.op)
@@ -45,6 +48,108 @@ def node_expr(node: Node) -> str | None:
         return opdef.expr
     maker = EXTRA_EXPRS.get(node.op)
     return maker(node) if maker else None
+
+
+@dataclass(frozen=True)
+class LoopForm:
+    """How one node is computed per element: its expression, each input's broadcast view over
+    the output shape, and the numeric args the expression names (declared or derived)."""
+    expr: str
+    views: list[tuple[int, ...]]
+    args: dict[str, float | int]
+
+
+def _flat_or_scalar(values: Mapping[str, Value], names: tuple[str, ...], out: tuple[int, ...],
+                    scalar: set[int]) -> list[tuple[int, ...]] | None:
+    views = []
+    for i, name in enumerate(names):
+        size = values[name].size
+        if i in scalar:
+            if size != 1:
+                return None
+            views.append((1,) * len(out))
+        elif size == math.prod(out):
+            views.append(out)
+        else:
+            return None
+    return views
+
+
+def _weighted_sum(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
+    # Y = X0*w0 + X1*w1 + ..., each product rounded, then summed left to right (the reference's
+    # accumulation into zeros gives the same roundings).
+    n = len(node.inputs)
+    if n % 2 or len({values[i].dtype for i in node.inputs}) != 1:
+        return None
+    out = tuple(values[node.outputs[0]].shape)
+    views = _flat_or_scalar(values, node.inputs, out, set(range(1, n, 2)))
+    if views is None or math.prod(out) == 0:
+        return None
+    return LoopForm(" + ".join(f"x{i} * x{i + 1}" for i in range(0, n, 2)), views, {})
+
+
+def _averaged_loss_gradient(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
+    x, dl = (values[i] for i in node.inputs)
+    out = tuple(values[node.outputs[0]].shape)
+    views = _flat_or_scalar(values, node.inputs, out, {1})
+    if views is None or x.dtype != values[node.outputs[0]].dtype or x.dtype.kind != "f":
+        return None
+    return LoopForm("x1 / numel", views, {"numel": x.size})
+
+
+def _per_channel(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
+    info = per_channel_info(node.op, node.attrs)
+    if info is None:
+        return None
+    x = values[node.inputs[0]]
+    out = tuple(values[node.outputs[0]].shape)
+    if tuple(x.shape) != out or any(values[i].dtype != x.dtype for i in node.inputs):
+        return None
+    order = node.attrs.get("order", "NCHW") or "NCHW"
+    views = []
+    for i, name in enumerate(node.inputs):
+        if i == 0:
+            views.append(out)
+        elif i in info.channel_inputs:
+            try:
+                view = channel_view(order, out, values[name].size)
+            except ValueError:
+                return None
+            if math.prod(view) != values[name].size:
+                return None
+            views.append(view)
+        else:
+            return None
+    args = expr_args(node, info.expr)
+    return LoopForm(info.expr, views, args) if args is not None else None
+
+
+# Ops the registry files as OPAQUE (their other modes are not elementwise, or they need derived
+# args) that are elementwise for the instances these recognise.
+LOOP_OVERRIDES: dict[str, Callable[[Node, Mapping[str, Value]], LoopForm | None]] = {
+    "WeightedSum": _weighted_sum, "AveragedLossGradient": _averaged_loss_gradient,
+}
+
+
+def loop_form(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
+    """The per-element form of a node, or None when it cannot be computed in a loop."""
+    if node.op in ("Const", "Fused") or len(node.outputs) != 1 or not node.inputs:
+        return None
+    if any(not values[v].typed for v in (*node.inputs, *node.outputs)):
+        return None
+    override = LOOP_OVERRIDES.get(node.op)
+    if override is not None:
+        return override(node, values)
+    if per_channel_info(node.op, node.attrs) is not None:
+        return _per_channel(node, values)
+    src = node_expr(node)
+    if src is None:
+        return None
+    views = input_views(node, values)
+    args = expr_args(node, src)
+    if views is None or args is None:
+        return None
+    return LoopForm(src, views, args)
 
 
 def compute_dtype(node: Node, values: Mapping[str, Value]) -> np.dtype:
@@ -104,34 +209,28 @@ def input_views(node: Node, values: Mapping[str, Value]) -> list[tuple[int, ...]
 
 def loop_ok(node: Node, values: Mapping[str, Value]) -> bool:
     """Can this node be computed inside a generated elementwise loop?"""
-    if len(node.outputs) != 1 or not node.inputs:
-        return False
-    src = node_expr(node)
-    if src is None:
+    form = loop_form(node, values)
+    if form is None:
         return False
     out = values[node.outputs[0]]
-    ins = [values[i] for i in node.inputs]
-    if not out.typed or out.dtype not in KERNEL_DTYPES:
-        return False
-    if any(not v.typed or v.dtype not in KERNEL_DTYPES for v in ins):
+    if out.dtype not in KERNEL_DTYPES or any(values[i].dtype not in KERNEL_DTYPES for i in node.inputs):
         return False
     try:
-        n_operands, _, _ = ex.used_names(src)
+        n_operands, _, _ = ex.used_names(form.expr)
         dtype = compute_dtype(node, values)
-        args = expr_args(node, src)
-        if args is None or n_operands > len(ins):
+        if n_operands > len(node.inputs):
             return False
-        ex.render(src, [f"x{i}" for i in range(len(ins))], {k: k for k in args}, dtype)
+        ex.render(form.expr, [f"x{i}" for i in range(len(node.inputs))], {k: k for k in form.args}, dtype)
     except ex.ExprError:
         return False
     if dtype.kind in "iub":
-        if ex.has_division(src):
+        if ex.has_division(form.expr):
             return False   # C++ integer division/power semantics differ from a float expression
         if dtype.kind in "iu":
             info = np.iinfo(dtype)
             # The reference converts args to the input dtype and fails when one does not fit (an
             # infinite Clip bound on ints): leave those to it.
             if any(not (isinstance(v, (int, float)) and math.isfinite(v) and info.min <= v <= info.max)
-                   for v in args.values()):
+                   for v in form.args.values()):
                 return False
-    return input_views(node, values) is not None
+    return True

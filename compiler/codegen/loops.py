@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from netjit.compiler.codegen import expr as ex
-from netjit.compiler.codegen.elementwise import compute_dtype, expr_args, input_views, node_expr
+from netjit.compiler.codegen.elementwise import compute_dtype, loop_form
 from netjit.compiler.ir import Node, Value
 
 BUFFER = "@P"     # the producer's raw result, read by the loop like an operand
@@ -95,12 +95,11 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
         out = members[0].outputs[0]
         steps.append((out, head.expr, refs, {}, values[out].dtype, head.dtype))
     for m in body_members:
-        src = node_expr(m)
-        views = input_views(m, values)
+        form = loop_form(m, values)
         refs = []
-        for name, view in zip(m.inputs, views):
+        for name, view in zip(m.inputs, form.views):
             refs.append(("tmp", name) if name in produced else ("op", operand(name, view)))
-        steps.append((m.outputs[0], src, refs, expr_args(m, src), values[m.outputs[0]].dtype,
+        steps.append((m.outputs[0], form.expr, refs, form.args, values[m.outputs[0]].dtype,
                       compute_dtype(m, values)))
 
     patterns = [tuple(v == d and d != 1 for v, d in zip(view, shape)) if len(view) == len(shape)

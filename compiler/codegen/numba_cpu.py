@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from netjit.compiler.codegen import dense
+from netjit.compiler.codegen import dense, reductions
 from netjit.compiler.codegen.elementwise import loop_ok
 from netjit.compiler.codegen.loops import Param, ProducerCode, render_group
 from netjit.compiler.codegen.modules import load_kernel
@@ -24,7 +24,12 @@ DEVICE = "cpu"
 # OUT_FUSABLE ops that can head a fused group: node -> ProducerCode (None when not applicable).
 HEADS: dict[str, Callable[[Node, Mapping[str, Value]], ProducerCode | None]] = {"FC": dense.fc_head}
 # Ops with their own kernel: node -> (dispatcher, params) or None.
-STANDALONE: dict[str, Callable[[Node, Mapping[str, Value]], Any]] = {"FCGradient": dense.fc_gradient}
+STANDALONE: dict[str, Callable[[Node, Mapping[str, Value]], Any]] = {
+    "FCGradient": dense.fc_gradient,
+    "SquaredL2Distance": reductions.squared_l2_distance,
+    "SquaredL2DistanceGradient": reductions.squared_l2_distance_gradient,
+    "AveragedLoss": reductions.averaged_loss,
+}
 
 
 @dataclass

@@ -6,7 +6,8 @@ All three are pure ``Graph -> Graph`` functions over a typed graph.
   their input unchanged; their output becomes another name for the input value (a visible blob
   then simply holds the same array: compiled code never writes into a visible array).
 - ``fold_constants``: values computed only from constants (non-random fillers and ops applied to
-  them) are computed once at plan time and become ``Const`` nodes.
+  them, and fillers shaped like an input whose shape is known) are computed once at plan time and
+  become ``Const`` nodes.
 - ``eliminate_dead_code``: nodes whose outputs nobody reads and no blob exposes are dropped, unless
   the op has side effects (host ops).
 """
@@ -128,6 +129,16 @@ def _evaluate(node: Node, inputs: list[Any], net_name: str) -> list[Any] | None:
     return out[:len(node.outputs)]
 
 
+# Fillers whose output depends only on their input's shape (unless input_as_shape reads values).
+SHAPE_ONLY_FILLERS = frozenset({"ConstantFill", "RangeFill", "GivenTensorFill", "GivenTensorDoubleFill",
+                                "GivenTensorBoolFill", "GivenTensorIntFill", "GivenTensorInt64Fill"})
+
+
+def _shape_only(node: Node, values: dict[str, Value]) -> bool:
+    return (node.op in SHAPE_ONLY_FILLERS and len(node.inputs) == 1 and not node.attrs.get("input_as_shape")
+            and values[node.inputs[0]].typed)
+
+
 def fold_constants(graph: Graph, limit: int = FOLD_LIMIT) -> Graph:
     consts: dict[str, np.ndarray] = {}
     nodes: list[Node] = []
@@ -136,10 +147,17 @@ def fold_constants(graph: Graph, limit: int = FOLD_LIMIT) -> Graph:
             consts[node.outputs[0]] = node.attrs["value"]
             nodes.append(node)
             continue
-        foldable = (node.op != "Fused" and node.outputs and all(i in consts for i in node.inputs)
+        shape_only = _shape_only(node, graph.values)
+        foldable = (node.op != "Fused" and node.outputs
+                    and (shape_only or all(i in consts for i in node.inputs))
                     and all(graph.values[o].typed and graph.values[o].size <= limit for o in node.outputs)
                     and is_deterministic(node.op))
-        outs = _evaluate(node, [consts[i] for i in node.inputs], graph.name) if foldable else None
+        if foldable and shape_only:
+            # The op reads only its input's shape (a filler shaped like its input): any values do.
+            ins = [np.zeros(graph.values[i].shape, graph.values[i].dtype) for i in node.inputs]
+        else:
+            ins = [consts.get(i) for i in node.inputs]
+        outs = _evaluate(node, ins, graph.name) if foldable else None
         if outs is None or any(o.shape != graph.values[n].shape or o.dtype != graph.values[n].dtype
                                for o, n in zip(outs, node.outputs)):
             nodes.append(node)

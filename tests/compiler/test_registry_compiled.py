@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from netjit.compiler.codegen import numba_cpu
-from netjit.compiler.codegen.elementwise import node_expr
+from netjit.compiler.codegen.elementwise import EXTRA_EXPRS, LOOP_OVERRIDES
+from netjit.compiler.ops.per_channel import PER_CHANNEL
 from netjit.compiler.ops.registry import BROADCAST, ELEMWISE, all_ops
 from netjit.proto import caffe2_pb2
 from netjit.runtime.errors import NetJitError
@@ -27,11 +28,39 @@ DTYPES = [np.float32, np.float64, np.int32]
 def compilable_ops() -> list[str]:
     ops = []
     for name, opdef in sorted(all_ops().items()):
-        if opdef.category in (ELEMWISE, BROADCAST) and (opdef.expr or name in ("Sum", "Pow")):
+        if opdef.category in (ELEMWISE, BROADCAST) and (opdef.expr or name in EXTRA_EXPRS):
             ops.append(name)
-        elif name in numba_cpu.HEADS or name in numba_cpu.STANDALONE:
+        elif (name in numba_cpu.HEADS or name in numba_cpu.STANDALONE or name in LOOP_OVERRIDES
+              or name in PER_CHANNEL):
             ops.append(name)
     return ops
+
+
+def _special_cases(name: str, rng):
+    """(feeds, args, outputs) for ops whose inputs have roles (weights, per-channel vectors, rows)."""
+    f = lambda *s, dt=np.float32: np.asarray(rng.standard_normal(s) * 2, dtype=dt)   # noqa: E731
+    for dt in (np.float32, np.float64):
+        if name == "WeightedSum":
+            yield {"X0": f(3, 4, dt=dt), "w0": f(1, dt=dt), "X1": f(3, 4, dt=dt), "w1": f(1, dt=dt)}, {}, ["Y"]
+            yield {"X0": f(5, dt=dt), "w0": f(1, dt=dt)}, {}, ["Y"]
+        elif name == "AveragedLossGradient":
+            yield {"X": f(3, 4, dt=dt), "dL": f(dt=dt)}, {}, ["dX"]
+        elif name == "SpatialBN":
+            var = lambda c: np.abs(f(c, dt=dt)) + dt(0.1)  # noqa: E731
+            for order, xs in (("NCHW", (2, 3, 4, 5)), ("NHWC", (2, 4, 5, 3)), ("NCHW", (2, 3, 7))):
+                yield ({"X": f(*xs, dt=dt), "s": f(3, dt=dt), "b": f(3, dt=dt), "m": f(3, dt=dt), "v": var(3)},
+                       {"is_test": 1, "epsilon": 1e-3, "order": order}, ["Y"])
+        elif name == "PRelu":
+            yield {"X": f(2, 3, 4, dt=dt), "slope": f(3, dt=dt)}, {}, ["Y"]
+            yield {"X": f(2, 3, 4, dt=dt), "slope": f(1, dt=dt)}, {}, ["Y"]
+        elif name == "SquaredL2Distance":
+            yield {"X": f(4, 5, dt=dt), "Y": f(4, 5, dt=dt)}, {}, ["Z"]
+            yield {"X": f(3, 2, 2, dt=dt), "Y": f(3, 2, 2, dt=dt)}, {}, ["Z"]
+        elif name == "SquaredL2DistanceGradient":
+            yield {"X": f(4, 5, dt=dt), "Y": f(4, 5, dt=dt), "dZ": f(4, dt=dt)}, {}, ["dX", "dY"]
+        elif name == "AveragedLoss":
+            yield {"X": f(6, 7, dt=dt)}, {}, ["L"]
+            yield {"X": f(3, dt=dt)}, {}, ["L"]
 
 
 def _arg_sets(name: str) -> list[dict[str, Any]]:
@@ -90,6 +119,12 @@ def test_compiled_matches_reference(name):
     compiled = 0
     if name in ("FC", "FCGradient"):
         compiled += _dense_cases(name, rng)
+    elif any(True for _ in _special_cases(name, rng)):
+        for feeds, args, outs in _special_cases(name, rng):
+            net = netdef(f"{name}_case", [op(name, list(feeds), outs, **args)])
+            tight = next(iter(feeds.values())).dtype == np.float64
+            compiled += _check(net, feeds, expect_kernel=True, rtol=1e-12 if tight else 2e-6,
+                               atol=1e-12 if tight else 1e-6)
     else:
         for n_in, dtype, shapes, args in _elementwise_cases(name):
             feeds = {f"in{i}": _values(rng, s, dtype) for i, s in enumerate(shapes)}
