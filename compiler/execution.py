@@ -49,6 +49,7 @@ class _Env:
     """What a generated ``bind(E)`` reads (see codegen/driver.py)."""
     ndarray = np.ndarray
     empty = staticmethod(np.empty)
+    contig = staticmethod(np.ascontiguousarray)
     inf = math.inf
     nan = math.nan
 

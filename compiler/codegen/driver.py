@@ -144,9 +144,21 @@ def generate(graph: Graph, buffers: BufferPlan, kernels: Mapping[int, KernelCall
             spec.kernels.append(kc)
             spec.steps.append(StepInfo("kernel", first.index, node.describe(), in_blobs, out_blobs, kc.description))
             args = []
+            reuse = None
+            if kc.host_head is not None:
+                # The head's reference computes the raw result; the kernel finishes it in place.
+                h = len(spec.host_nodes)
+                spec.host_nodes.append(kc.host_head)
+                raw_name, raw_dtype, raw_shape = kc.raw
+                body(3, f"r = F{h}(C{h}{''.join(', ' + v(i) for i in kc.host_head.inputs[:2])})")
+                body(3, f"{v(raw_name)} = _contig(r[0] if r.__class__ in _seq else r)")
+                reuse = next((o for o in node.outputs if values[o].dtype == raw_dtype
+                              and tuple(values[o].shape) == raw_shape), None)
             for out in node.outputs:
                 val = values[out]
-                if out in arena_index:
+                if out == reuse:
+                    body(3, f"{v(out)} = {v(kc.raw[0])}")
+                elif out in arena_index:
                     body(3, f"{v(out)} = A{arena_index[out]}")
                 else:
                     body(3, f"{v(out)} = _empty({tuple(val.shape)!r}, {dt(val.dtype)})")
@@ -215,6 +227,7 @@ def generate(graph: Graph, buffers: BufferPlan, kernels: Mapping[int, KernelCall
     head = _Writer()
     head(0, "def bind(E):")
     head(1, "_nd = E.ndarray; _empty = E.empty; _fail = E.fail; _fix = E.fix; _seq = (list, tuple)")
+    head(1, "_contig = E.contig")
     head(1, "_inf = E.inf; _nan = E.nan")
     for k in range(len(spec.kernels)):
         head(1, f"K{k} = E.kernels[{k}]")

@@ -34,6 +34,10 @@ class ProducerCode:
     expr: str                                       # the op's value per element, over x0, x1, ...
     operands: tuple[tuple[str, tuple[int, ...]], ...]   # (value or BUFFER, view over the op's shape)
     dtype: np.dtype                                 # the buffer's dtype
+    # A host head computes the buffer with numpy before the kernel (the op's reference without its
+    # bias: BLAS through numpy), and the kernel receives it as an input named ``raw``.
+    host: bool = False
+    raw: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
     params: list[Param] = [Param("dim", d) for d in dims]
     head_names: dict[str, str] = {}
     lines: list[str] = []
-    if head is not None:
+    compiled_head = head is not None and not head.host
+    if compiled_head:
         for name, size in head.dims:
             params.append(Param("dim", size))
             head_names[name] = f"n_{name}"
@@ -122,6 +127,8 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
     for k, (v, _) in enumerate(operands):
         if v != BUFFER:
             params.append(Param("in", v))
+        elif not compiled_head:
+            params.append(Param("in", head.raw))
     for j, o in enumerate(node.outputs):
         params.append(Param("out", o))
     scalars: list[tuple[int, str, Any, np.dtype]] = []
@@ -132,9 +139,9 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
 
     # Signature and prologue ----------------------------------------------------------------
     names = [f"d{j}" for j in range(rank)]
-    names += [head_names[n] for n, _ in head.dims] if head is not None else []
-    names += [f"h{i}" for i in range(len(head.inputs))] if head is not None else []
-    names += [f"a{k}" for k, (v, _) in enumerate(operands) if v != BUFFER]
+    names += [head_names[n] for n, _ in head.dims] if compiled_head else []
+    names += [f"h{i}" for i in range(len(head.inputs))] if compiled_head else []
+    names += [f"a{k}" for k, (v, _) in enumerate(operands) if v != BUFFER or not compiled_head]
     names += [f"o{j}" for j in range(len(node.outputs))]
     names += [f"s{s}_{n}" for s, n, _, _ in scalars]
     lines.append(f"def kernel({', '.join(names)}):")
@@ -144,7 +151,7 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
         lines.append(f"    c{s}_{n} = {conv}(s{s}_{n})")
     for j in range(len(node.outputs)):
         lines.append(f"    g{j} = o{j}.reshape(-1)")
-    if head is not None:
+    if compiled_head:
         # The producer writes its raw result into an output of the same dtype when there is one
         # (the loop then overwrites it element by element), else into a scratch buffer.
         out_of = {o: j for j, o in enumerate(node.outputs)}
@@ -160,7 +167,7 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
         head_names["P"] = "pbuf"
         lines += ["    " + ln for ln in head.pre(head_names)]
     for k, (v, _) in enumerate(operands):
-        lines.append(f"    f{k} = pbuf" if v == BUFFER else f"    f{k} = a{k}.reshape(-1)")
+        lines.append(f"    f{k} = pbuf" if v == BUFFER and compiled_head else f"    f{k} = a{k}.reshape(-1)")
 
     # Strides (in elements) of each operand along each collapsed dim ------------------------
     def stride(pat: tuple[bool, ...], j: int) -> str:

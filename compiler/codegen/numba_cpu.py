@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from netjit.compiler.codegen import dense, reductions
+import numpy as np
+
+from netjit.compiler.codegen import conv, dense, reductions
 from netjit.compiler.codegen.elementwise import loop_ok
 from netjit.compiler.codegen.loops import Param, ProducerCode, render_group
 from netjit.compiler.codegen.modules import load_kernel
@@ -22,7 +24,10 @@ from netjit.compiler.passes.fuse import FusionRules
 DEVICE = "cpu"
 
 # OUT_FUSABLE ops that can head a fused group: node -> ProducerCode (None when not applicable).
-HEADS: dict[str, Callable[[Node, Mapping[str, Value]], ProducerCode | None]] = {"FC": dense.fc_head}
+HEADS: dict[str, Callable[[Node, Mapping[str, Value]], ProducerCode | None]] = {
+    "FC": dense.fc_head, "Conv": conv.conv_head, "Conv1D": conv.conv_head, "Conv2D": conv.conv_head,
+    "Conv3D": conv.conv_head,
+}
 # Ops with their own kernel: node -> (dispatcher, params) or None.
 STANDALONE: dict[str, Callable[[Node, Mapping[str, Value]], Any]] = {
     "FCGradient": dense.fc_gradient,
@@ -39,6 +44,8 @@ class KernelCall:
     description: str
     source: str | None = None        # generated source (None for hand-written kernels)
     full_inputs: set[str] = field(default_factory=set)   # may be overwritten in place by an output
+    host_head: Node | None = None    # a head computed by its reference first (see ProducerCode.host)
+    raw: tuple[str, np.dtype, tuple[int, ...]] | None = None   # that head's result: name, dtype, shape
 
 
 def head_ok(node: Node, values: Mapping[str, Value]) -> bool:
@@ -60,8 +67,12 @@ def kernel_for(node: Node, values: Mapping[str, Value]) -> KernelCall | None:
             if head is None:
                 return None
         lk = render_group(node, values, head)
-        return KernelCall(load_kernel(lk.source), lk.params, lk.description, lk.source,
-                          lk.full_inputs if head is None else set())
+        kc = KernelCall(load_kernel(lk.source), lk.params, lk.description, lk.source,
+                        lk.full_inputs if head is None else set())
+        if head is not None and head.host:
+            kc.host_head = members[0]
+            kc.raw = (head.raw, head.dtype, tuple(values[members[0].outputs[0]].shape))
+        return kc
     maker = STANDALONE.get(node.op)
     if maker is None:
         return None
@@ -87,12 +98,14 @@ def inplace_pairs(node: Node, kernel: KernelCall | None, values: Mapping[str, Va
     return pairs
 
 
-def _numba_type(param: Param, values: Mapping[str, Value], readonly: set[str]) -> Any:
+def _numba_type(param: Param, values: Mapping[str, Value], readonly: set[str], kernel: KernelCall) -> Any:
     from numba import from_dtype, types
     if param.kind == "dim":
         return types.int64
     if param.kind == "scalar":
         return types.float64 if isinstance(param.value, float) else types.int64
+    if kernel.raw is not None and param.value == kernel.raw[0]:
+        return types.Array(from_dtype(kernel.raw[1]), len(kernel.raw[2]), "C")
     val = values[param.value]
     return types.Array(from_dtype(val.dtype), max(len(val.shape), 0), "C",
                        readonly=param.value in readonly and param.kind == "in")
@@ -101,5 +114,5 @@ def _numba_type(param: Param, values: Mapping[str, Value], readonly: set[str]) -
 def precompile(kernel: KernelCall, values: Mapping[str, Value], readonly: set[str]) -> None:
     """Compile (or load from the disk cache) the specialisation a plan will call, at plan time, so
     a kernel that numba cannot type is found before the run (the node then runs as a host step)."""
-    sig = tuple(_numba_type(p, values, readonly) for p in kernel.params)
+    sig = tuple(_numba_type(p, values, readonly, kernel) for p in kernel.params)
     kernel.fn.compile(sig)
