@@ -14,4 +14,12 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from netjit import core, workspace  # noqa: E402
 
-__all__ = ["core", "workspace", "__version__"]
+__all__ = ["compile", "core", "workspace", "__version__"]
+
+
+def __getattr__(name: str):
+    # netjit.compile pulls in numba; resolve it on first use so `import netjit` stays light.
+    if name == "compile":
+        from netjit.compiler.api import compile as _compile
+        return _compile
+    raise AttributeError(f"module 'netjit' has no attribute {name!r}")
