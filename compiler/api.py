@@ -224,7 +224,12 @@ class CompiledRunner:
     def bound(self, plan: SegmentPlan) -> tuple[Any, Any]:
         fns = self._bound.get(id(plan))
         if fns is None:
-            fns = bind_plan(plan, self)
+            if plan.shareable:
+                fns = plan.__dict__.get("_shared")
+                if fns is None:
+                    fns = plan.__dict__["_shared"] = bind_plan(plan, self)
+            else:
+                fns = bind_plan(plan, self)
             self._bound[id(plan)] = fns
         return fns
 

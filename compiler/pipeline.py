@@ -49,6 +49,15 @@ class SegmentPlan:
     def empty(self) -> bool:
         return self.start == self.stop
 
+    @property
+    def shareable(self) -> bool:
+        """No per-instance state: no host steps (op contexts), no seeded generator, no arena. All
+        runners may then share one binding, which makes constructing a seen net (RunNetOnce) cheap."""
+        spec = self.driver
+        return (not spec.host_nodes and spec.arena_bytes == 0
+                and not any(n.proto is not None and n.proto.device_option.HasField("random_seed")
+                            for _, n in spec.fills))
+
 
 def segment_graph(graph: Graph, start: int, stop: int, visible: set[str] | None) -> Graph:
     """The sub-graph of nodes [start, stop): inputs are the values it reads from the workspace,

@@ -299,6 +299,8 @@ register_command("show", _add_show_arguments, _run_show, help="print a .pb/.pbtx
 register_command("draw", _add_draw_arguments, _run_draw, help="draw a net as .dot, .svg, .png or .pdf")
 register_command("mnist-db", module="netjit.mnist_data",
                  help="write the tutorial's MNIST train/test DBs (a split of the real 10,000 test digits)")
+register_command("bench", module="netjit.bench",
+                 help="time RunNet, RunNetOnce, the reference executor and the compiled net per call")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,22 +32,39 @@ def _static(node: Node, values: Mapping[str, Value]) -> tuple[int, ...] | None:
     return tuple(out.shape)
 
 
-def _affine(draw: Callable[[], np.ndarray], scale: np.float32, shift: np.float32) -> Callable[[], np.ndarray]:
-    if scale == 1 and shift == 0:
-        return draw
-    if shift == 0:
-        def scaled() -> np.ndarray:
-            z = draw()
-            z *= scale
-            return z
-        return scaled
+# Small fills draw this many elements' worth of runs at once (see _pooled).
+POOL_ELEMENTS = 4096
+POOL_RUNS = 64
 
-    def affine() -> np.ndarray:
-        z = draw()
+
+def _apply(z: np.ndarray, scale: np.float32, shift: np.float32) -> np.ndarray:
+    if scale != 1:
         z *= scale
+    if shift != 0:
         z += shift
-        return z
-    return affine
+    return z
+
+
+def _pooled(sample: Callable[[tuple[int, ...]], np.ndarray], shape: tuple[int, ...], scale: np.float32,
+            shift: np.float32) -> Callable[[], np.ndarray]:
+    """The per-run draw. A small fill samples ``k`` runs' values in one generator call and hands
+    out one slice per run: the generator fills elements in order, so run i gets exactly the values
+    k separate calls would have given it (the op's generator is its own, or shared by unseeded
+    ops whose values are arbitrary anyway); each run still gets fresh, distinct memory."""
+    size = math.prod(shape)
+    k = min(POOL_RUNS, POOL_ELEMENTS // size) if size else 1
+    if k <= 1:
+        return lambda: _apply(sample(shape), scale, shift)
+    pool: list = [None, k]       # [the drawn block, index of the next run in it]
+
+    def draw() -> np.ndarray:
+        i = pool[1]
+        if i == k:
+            pool[0] = _apply(sample((k,) + shape), scale, shift)
+            i = 0
+        pool[1] = i + 1
+        return pool[0][i]
+    return draw
 
 
 def gaussian(node: Node, values: Mapping[str, Value]) -> FillMaker | None:
@@ -58,7 +75,7 @@ def gaussian(node: Node, values: Mapping[str, Value]) -> FillMaker | None:
     scale, shift = np.float32(std), np.float32(mean)
 
     def make(rng: np.random.Generator) -> Callable[[], np.ndarray]:
-        return _affine(partial(rng.standard_normal, shape, dtype=np.float32), scale, shift)
+        return _pooled(partial(rng.standard_normal, dtype=np.float32), shape, scale, shift)
     return make
 
 
@@ -70,7 +87,7 @@ def uniform(node: Node, values: Mapping[str, Value]) -> FillMaker | None:
     span, shift = np.float32(hi) - np.float32(lo), np.float32(lo)
 
     def make(rng: np.random.Generator) -> Callable[[], np.ndarray]:
-        return _affine(partial(rng.random, shape, dtype=np.float32), span, shift)
+        return _pooled(partial(rng.random, dtype=np.float32), shape, span, shift)
     return make
 
 
@@ -89,7 +106,7 @@ def xavier(node: Node, values: Mapping[str, Value]) -> FillMaker | None:
     scale = np.float32(math.sqrt(3.0 / fan))
 
     def make(rng: np.random.Generator) -> Callable[[], np.ndarray]:
-        return _affine(partial(rng.random, shape, dtype=np.float32), 2 * scale, -scale)
+        return _pooled(partial(rng.random, dtype=np.float32), shape, 2 * scale, -scale)
     return make
 
 
@@ -101,7 +118,7 @@ def msra(node: Node, values: Mapping[str, Value]) -> FillMaker | None:
     std = np.float32(math.sqrt(2.0 / fan))
 
     def make(rng: np.random.Generator) -> Callable[[], np.ndarray]:
-        return _affine(partial(rng.standard_normal, shape, dtype=np.float32), std, np.float32(0))
+        return _pooled(partial(rng.standard_normal, dtype=np.float32), shape, std, np.float32(0))
     return make
 
 
