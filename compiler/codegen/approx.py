@@ -29,7 +29,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 _F = np.float32
-_OPTS = dict(cache=True, error_model="numpy", nogil=True)
+_OPTS = dict(cache=True, error_model="numpy", nogil=True, fastmath={"contract"})
 
 
 @intrinsic

@@ -1,5 +1,10 @@
 """The bench command runs end to end (numbers are printed, never asserted: this is a shared VM)."""
 import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from netjit.bench import bench_net, per_op, small_net
 from netjit.cli import main
@@ -26,3 +31,12 @@ def test_bench_cli_on_a_net_file(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "RunNet (compiled)" in text and "per op (numpy reference)" in text and "[kernel]" in text
     assert main(["bench", "--input", "bad"]) == 1
+
+
+@pytest.mark.parametrize("script", ["bench_runnet.py", "bench_fusion.py"])
+def test_benchmark_scripts_run(script):
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(repo / "examples" / "benchmarks" / script), "--quick", "--repeat", "2"],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert ("compiled speed-up" in proc.stdout) if script == "bench_runnet.py" else ("fused chain" in proc.stdout)
