@@ -83,8 +83,6 @@ class CompiledNet:
         self._plans: dict[tuple, SegmentPlan] = {}
         self._by_start: dict[int, list[SegmentPlan]] = {}
         self._lock = threading.RLock()
-        self._runners: "weakref.WeakKeyDictionary[Workspace, CompiledRunner]" = weakref.WeakKeyDictionary()
-        self._private: "weakref.WeakKeyDictionary[Workspace, Workspace]" = weakref.WeakKeyDictionary()
         # Blobs read before being written by nodes[start:], per start: a plan's signature.
         self._exposed: dict[int, list[str]] = {}
 
@@ -129,10 +127,10 @@ class CompiledNet:
     # Running ----------------------------------------------------------------------------------
     def runner(self, ws: Workspace | None = None) -> "CompiledRunner":
         ws = ws if ws is not None else REGISTRY.current
-        r = self._runners.get(ws)
+        runners = _per_workspace(ws, "_netjit_runners")
+        r = runners.get(self)
         if r is None:
-            r = CompiledRunner(self, ws, check=False)
-            self._runners[ws] = r
+            r = runners[self] = CompiledRunner(self, ws, check=False)
         return r
 
     def run(self, ws: Workspace | None = None) -> None:
@@ -144,10 +142,11 @@ class CompiledNet:
         """Run on a private child of the current workspace (parameters are read from it, nothing
         is written to it) with ``feeds`` as inputs; return the declared outputs by name."""
         base = REGISTRY.current
-        private = self._private.get(base)
+        children = _per_workspace(base, "_netjit_private")
+        private = children.get(self)
         if private is None:
-            private = Workspace(f"{base.name}/{self.net.name}:compiled", base.root_folder, parent=base)
-            self._private[base] = private
+            private = children[self] = Workspace(f"{base.name}/{self.net.name}:compiled", base.root_folder,
+                                                 parent=base)
         for name, value in feeds.items():
             private.blobs[name] = np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value
         self.runner(private).run()
@@ -170,6 +169,15 @@ class CompiledNet:
         for plan in self._plans.values():
             lines += explain_plan(plan, sources)
         return "\n".join(lines)
+
+
+def _per_workspace(ws: Workspace, attr: str) -> "weakref.WeakKeyDictionary[CompiledNet, Any]":
+    # Kept on the workspace (weakly keyed by the compiled net), so a runner - which holds its
+    # workspace - lives exactly as long as that workspace, and evicted nets do not pin either.
+    table = ws.__dict__.get(attr)
+    if table is None:
+        table = ws.__dict__[attr] = weakref.WeakKeyDictionary()
+    return table
 
 
 def explain_plan(plan: SegmentPlan, sources: bool = True) -> list[str]:

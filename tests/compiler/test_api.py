@@ -228,3 +228,19 @@ def test_stateful_and_training_ops_keep_state_across_runs():
         runner.run()
         assert int(ws.get("it")[0]) == k
         np.testing.assert_allclose(ws.get("lr"), -0.1 * 0.5 ** k, rtol=1e-6)
+
+
+def test_compiled_nets_do_not_keep_workspaces_alive():
+    import gc
+    import weakref
+    net = netdef("noleak", [op("Relu", ["X"], ["Y"])], external_output=["Y"])
+    exe = api.compile(net)
+    ws = Workspace("short-lived")
+    ws.feed("X", np.ones(3, np.float32))
+    exe.run(ws)
+    REGISTRY.current.feed("X", np.ones(2, np.float32))
+    assert exe(X=np.ones(2, np.float32))["Y"].shape == (2,)
+    ref = weakref.ref(ws)
+    del ws
+    gc.collect()
+    assert ref() is None
