@@ -104,12 +104,14 @@ def netdef_to_onnx(net: caffe2_pb2.NetDef, weights: Mapping[str, np.ndarray],
     graph_inputs = [helper.make_tensor_value_info(b, TensorProto.FLOAT, list(s)) for b, s in inputs.items()]
     # Outputs keep their Caffe2 names: add an Identity when the final version was renamed.
     graph_outputs = []
+    batch = next(iter(inputs.values()))[0]  # the outputs' batch dim: the (first) input's, maybe symbolic
     for blob in outputs:
         final = names.read(blob)
         if final != blob:
             emit("Identity", [final], [blob + "__out"])
             final = blob + "__out"
-        graph_outputs.append(helper.make_tensor_value_info(final, TensorProto.FLOAT, None))
+        shape = [batch] + list(shapes[blob][1:])
+        graph_outputs.append(helper.make_tensor_value_info(final, TensorProto.FLOAT, shape))
     graph = helper.make_graph(nodes, net.name or "net", graph_inputs, graph_outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8  # readable by any recent onnxruntime
