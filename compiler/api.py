@@ -159,6 +159,17 @@ class CompiledNet:
         return result
 
     # Introspection ----------------------------------------------------------------------------
+    def sources(self) -> dict[str, str]:
+        """Every generated source of every plan so far: ``plan<i>/kernel<k>`` and ``plan<i>/driver``
+        (write them out to read or diff them; kernels also live in $NETJIT_CACHE_DIR/kernels)."""
+        out: dict[str, str] = {}
+        for i, plan in enumerate(self._plans.values()):
+            for k, kc in enumerate(plan.driver.kernels):
+                if kc.source:
+                    out[f"plan{i}/kernel{k}"] = kc.source
+            out[f"plan{i}/driver"] = plan.driver.source
+        return out
+
     def explain(self, sources: bool = True) -> str:
         """What the compiler did: per plan, the signature, fused groups, kernels, host steps,
         the buffer plan, fallbacks, and (``sources=True``) the generated code."""

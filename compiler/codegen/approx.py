@@ -15,7 +15,8 @@ tests/compiler/test_approx.py, which checks these bounds):
 - ``sigmoid_f32``: <= 3 ulp relative wherever the result is a normal float (both tails, via
   exp(-|x|)); results below 1.2e-38 carry the absolute error of a subnormal (< 3e-45).
 
-The polynomial coefficients were fitted for this module (reweighted least squares towards the
+They are compiled with FMA contraction (``fastmath={"contract"}`` only: no assumptions about NaN,
+infinities or signed zeros). The polynomial coefficients were fitted for this module (reweighted least squares towards the
 minimax relative error) on the reduced ranges named in each function.
 """
 from __future__ import annotations

@@ -212,6 +212,8 @@ def test_compile_api_outputs_params_and_explain():
     text = exe.explain()
     assert "Fused(FC,Relu,Sigmoid)" in text and "def kernel(" in text and "arena" in text and "def body(" in text
     assert "Scale" not in text.split("--- kernel")[0]          # dead: nothing reads G
+    sources = exe.sources()
+    assert any(k.endswith("/driver") for k in sources) and any("def kernel(" in v for v in sources.values())
     with pytest.raises(ValueError, match="not supported"):
         api.compile(net, device="tpu")
     with pytest.raises(ValueError, match="lacks"):
