@@ -144,21 +144,28 @@ def blob_shapes(net: core.Net | Any, feeds: dict[str, np.ndarray], weights: dict
 
 
 # ------------------------------------------------------------------------------ the cases
+def netjit_train(executor_name: str, mnist_dir: Path) -> tuple[Callable[[], Any], Any, model_helper.ModelHelper]:
+    """The training net created in workspace "bench_train" and run once: (step, check, model)."""
+    images, labels = mnist_batch(mnist_dir, TRAIN_BATCH)
+    model = lenet_train_model()
+    workspace.SwitchWorkspace("bench_train", True)
+    workspace.ResetWorkspace()
+    with executor(executor_name):
+        workspace.RunNetOnce(model.param_init_net)
+        workspace.FeedBlob("data", images)
+        workspace.FeedBlob("label", labels.astype(np.int32))
+        workspace.CreateNet(model.net, overwrite=True)
+        workspace.RunNet(model.net)
+    check = {"loss": float(workspace.FetchBlob("loss")), **{p: workspace.FetchBlob(p) for p in LENET_PARAMS}}
+    name = model.net.Proto().name
+    return (lambda: workspace.RunNet(name)), check, model
+
+
 def _train(engine: str, mnist_dir: Path) -> tuple[Callable[[], Any], Any]:
     images, labels = mnist_batch(mnist_dir, TRAIN_BATCH)
     if engine.startswith("netjit"):
-        model = lenet_train_model()
-        workspace.SwitchWorkspace("bench_train", True)
-        workspace.ResetWorkspace()
-        with executor(engine.split()[1]):
-            workspace.RunNetOnce(model.param_init_net)
-            workspace.FeedBlob("data", images)
-            workspace.FeedBlob("label", labels.astype(np.int32))
-            workspace.CreateNet(model.net, overwrite=True)
-            workspace.RunNet(model.net)
-        check = {"loss": float(workspace.FetchBlob("loss")), **{p: workspace.FetchBlob(p) for p in LENET_PARAMS}}
-        name = model.net.Proto().name
-        return (lambda: workspace.RunNet(name)), check
+        call, check, _ = netjit_train(engine.split()[1], mnist_dir)
+        return call, check
     if engine == "torch eager":
         import torch
         net = torch_lenet(lenet_weights())

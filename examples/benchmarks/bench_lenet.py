@@ -160,7 +160,7 @@ def profile_train(mnist_dir: Path, steps: int = 20) -> str:
 
     from caffe2.python import workspace
     from netjit.bench import compiled_steps, format_table, per_op
-    call, _ = E.build("netjit compiled", "train", E.TRAIN_BATCH, mnist_dir, None)
+    call, _, model = E.netjit_train("compiled", mnist_dir)
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(steps):
@@ -169,7 +169,6 @@ def profile_train(mnist_dir: Path, steps: int = 20) -> str:
     text = io.StringIO()
     text.write(f"cProfile of {steps} compiled training steps (divide by {steps} for one step):\n")
     pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(15)
-    model = E.lenet_train_model()
     images, labels = E.mnist_batch(mnist_dir, E.TRAIN_BATCH)
     ops = per_op(model.net.Proto(), model.param_init_net.Proto(), {"data": images, "label": labels.astype(np.int32)})
     workspace.SwitchWorkspace("default")
