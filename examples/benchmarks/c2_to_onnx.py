@@ -81,7 +81,7 @@ def netdef_to_onnx(net: caffe2_pb2.NetDef, weights: Mapping[str, np.ndarray],
             attrs = _window(op, shapes[op.input[0]][2:])
             if op.type == "AveragePool" and any(attrs["pads"]):
                 raise ValueError(f"op #{index}: padded AveragePool is not converted (count_include_pad rules)")
-            emit(op.type if op.type != "AveragePool" else "AveragePool", ins, [names.write(op.output[0])], **attrs)
+            emit(op.type, ins, [names.write(op.output[0])], **attrs)  # same names in ONNX
         elif op.type == "SpatialBN":
             if not args.is_test:
                 raise ValueError(f"op #{index}: SpatialBN converts only with is_test=1")
