@@ -75,7 +75,8 @@ def small_net() -> caffe2_pb2.NetDef:
 
 
 @contextmanager
-def _executor(name: str) -> Iterator[None]:
+def executor(name: str) -> Iterator[None]:
+    """Nets created inside the block use this netjit executor ("compiled" or "reference")."""
     old = os.environ.get("NETJIT_EXECUTOR")
     os.environ["NETJIT_EXECUTOR"] = name
     try:
@@ -91,7 +92,7 @@ def _fresh_workspace(tag: str, init_net: caffe2_pb2.NetDef | None, feeds: dict[s
     workspace.SwitchWorkspace(f"bench-{tag}", True)
     workspace.ResetWorkspace()
     if init_net is not None:
-        with _executor("reference"):
+        with executor("reference"):
             workspace.RunNetOnce(init_net)
     for name, value in feeds.items():
         workspace.FeedBlob(name, value)
@@ -104,16 +105,16 @@ def bench_net(net: caffe2_pb2.NetDef, init_net: caffe2_pb2.NetDef | None = None,
     previous = REGISTRY.current.name
     rows: list[Timing] = []
     try:
-        for executor in ("compiled", "reference"):
-            _fresh_workspace(f"runnet-{executor}", init_net, feeds)
-            with _executor(executor):
+        for choice in ("compiled", "reference"):
+            _fresh_workspace(f"runnet-{choice}", init_net, feeds)
+            with executor(choice):
                 workspace.CreateNet(net, overwrite=True)
-            rows.append(time_calls(f"RunNet ({executor})", lambda: workspace.RunNet(net.name), warmup, repeat,
+            rows.append(time_calls(f"RunNet ({choice})", lambda: workspace.RunNet(net.name), warmup, repeat,
                                    batch_seconds))
-        for executor in ("compiled", "reference"):
-            _fresh_workspace(f"once-{executor}", init_net, feeds)
-            with _executor(executor):     # RunNetOnce reads the executor choice at every call
-                rows.append(time_calls(f"RunNetOnce ({executor})", lambda: workspace.RunNetOnce(net), warmup,
+        for choice in ("compiled", "reference"):
+            _fresh_workspace(f"once-{choice}", init_net, feeds)
+            with executor(choice):     # RunNetOnce reads the executor choice at every call
+                rows.append(time_calls(f"RunNetOnce ({choice})", lambda: workspace.RunNetOnce(net), warmup,
                                        repeat, batch_seconds))
         _fresh_workspace("compiled-net", init_net, feeds)
         exe = api.compile(net)

@@ -97,6 +97,19 @@ class Transaction(abc.ABC):
         """Make every put so far durable and visible to new readers."""
 
 
+class BufferedTransaction(Transaction):
+    """For backends whose DB object buffers puts itself (minidb, protodb): forward to it."""
+
+    def __init__(self, db: "DB"):
+        self.db = db
+
+    def put(self, key: bytes | str, value: bytes) -> None:
+        self.db.put(as_key_bytes(key), bytes(value))
+
+    def commit(self) -> None:
+        self.db.commit()
+
+
 class DB(abc.ABC):
     """An open DB. Use as a context manager: leaving the block normally commits and closes;
     leaving it with an exception discards everything not yet committed.

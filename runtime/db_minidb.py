@@ -20,7 +20,7 @@ import shutil
 import struct
 from typing import Any, BinaryIO
 
-from netjit.runtime.db_base import (DB, Cursor, DBError, Mode, Transaction, as_key_bytes, fsync_file,
+from netjit.runtime.db_base import (DB, BufferedTransaction, Cursor, DBError, Mode, as_key_bytes, fsync_file,
                                     publish_file, remove_quietly, sibling_temp_path)
 
 _HEADER = struct.Struct("=ii")      # native order, standard 4-byte ints: Caffe2 fwrite()s two int32s
@@ -96,17 +96,6 @@ class MiniDBCursor(Cursor):
         self._record = None
 
 
-class MiniDBTransaction(Transaction):
-    def __init__(self, db: "MiniDB"):
-        self.db = db
-
-    def put(self, key: bytes | str, value: bytes) -> None:
-        self.db.put(as_key_bytes(key), bytes(value))
-
-    def commit(self) -> None:
-        self.db.commit()
-
-
 class MiniDB(DB):
     """One minidb file. Writers fill a hidden sibling temp file; ``commit()`` fsyncs it and
     os.replace()s it over the path, so readers only ever see a complete file."""
@@ -139,9 +128,9 @@ class MiniDB(DB):
         except OSError as err:
             raise DBError(f"cannot read minidb {self.path!r}: {err.strerror or err}") from None
 
-    def new_transaction(self) -> MiniDBTransaction:
+    def new_transaction(self) -> BufferedTransaction:
         self._check_write()
-        return MiniDBTransaction(self)
+        return BufferedTransaction(self)
 
     # Writing ------------------------------------------------------------------------------------
     def _start_temp(self) -> BinaryIO:

@@ -10,7 +10,7 @@ import os
 from google.protobuf.message import DecodeError
 
 from netjit.proto import caffe2_pb2
-from netjit.runtime.db_base import (DB, Cursor, DBError, Mode, Transaction, as_key_bytes, fsync_file,
+from netjit.runtime.db_base import (DB, BufferedTransaction, Cursor, DBError, Mode, as_key_bytes, fsync_file,
                                     publish_file, remove_quietly, sibling_temp_path)
 
 
@@ -50,17 +50,6 @@ class ProtoDBCursor(Cursor):
         self._index += 1
 
 
-class ProtoDBTransaction(Transaction):
-    def __init__(self, db: "ProtoDB"):
-        self.db = db
-
-    def put(self, key: bytes | str, value: bytes) -> None:
-        self.db.put(as_key_bytes(key), bytes(value))
-
-    def commit(self) -> None:
-        self.db.commit()
-
-
 class ProtoDB(DB):
     db_type = "protodb"
 
@@ -81,9 +70,9 @@ class ProtoDB(DB):
         self._check_read()
         return ProtoDBCursor(self._protos)
 
-    def new_transaction(self) -> ProtoDBTransaction:
+    def new_transaction(self) -> BufferedTransaction:
         self._check_write()
-        return ProtoDBTransaction(self)
+        return BufferedTransaction(self)
 
     def put(self, key: bytes, value: bytes) -> None:
         self._check_write()

@@ -10,11 +10,9 @@ Cases: "train" (LeNet, batch 64: forward + backward + SGD update), "predict" (Le
 """
 from __future__ import annotations
 
-import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -27,6 +25,7 @@ from caffe2.python import brew, core, model_helper, workspace  # noqa: E402
 from caffe2.python.predictor import mobile_exporter  # noqa: E402
 
 import mnist  # noqa: E402
+from netjit.bench import executor  # noqa: E402
 from netjit.mnist_data import IMAGES_FILE, LABELS_FILE, read_idx  # noqa: E402
 
 ENGINES = ("netjit compiled", "netjit reference", "torch eager", "onnxruntime")
@@ -34,20 +33,6 @@ CASES = ("train", "predict", "resnet50")
 LENET_PARAMS = ["conv1_w", "conv1_b", "conv2_w", "conv2_b", "fc3_w", "fc3_b", "pred_w", "pred_b"]
 LR = 0.1
 TRAIN_BATCH = 64
-
-
-@contextmanager
-def executor(name: str) -> Iterator[None]:
-    """Nets created inside the block use this netjit executor."""
-    old = os.environ.get("NETJIT_EXECUTOR")
-    os.environ["NETJIT_EXECUTOR"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("NETJIT_EXECUTOR", None)
-        else:
-            os.environ["NETJIT_EXECUTOR"] = old
 
 
 def mnist_batch(mnist_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
