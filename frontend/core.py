@@ -21,7 +21,7 @@ from netjit.proto.args import make_argument
 from netjit.scope import CurrentDeviceScope, CurrentNameScope, DeviceScope, NameScope  # noqa: F401
 
 DataType = caffe2_pb2.TensorProto
-DeviceType = caffe2_pb2
+DeviceType = caffe2_pb2.DeviceType
 GradientSlice = namedtuple("GradientSlice", ["indices", "values"])
 
 
@@ -69,7 +69,6 @@ class BlobReference:
     def __init__(self, name: str, net: "Net | None" = None):
         self._name = name.decode("utf-8") if isinstance(name, bytes) else str(name)
         self._from_net = net
-        # Reading an op method off a BlobReference needs the op list; keep it lazy.
 
     def __hash__(self) -> int:
         return hash(self._name)

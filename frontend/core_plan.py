@@ -11,8 +11,16 @@ from typing import Any, Sequence
 from netjit.proto import caffe2_pb2
 
 
-def _net_proto(net: Any) -> caffe2_pb2.NetDef:
-    return net.Proto() if hasattr(net, "Proto") else net
+def as_net_def(net: Any) -> caffe2_pb2.NetDef:
+    """The NetDef behind ``net``: a NetDef itself, a ``core.Net`` (anything with ``.Proto()``), or
+    serialized NetDef bytes."""
+    if isinstance(net, caffe2_pb2.NetDef):
+        return net
+    if isinstance(net, (bytes, bytearray)):
+        return caffe2_pb2.NetDef.FromString(bytes(net))
+    if hasattr(net, "Proto"):
+        return net.Proto()
+    raise TypeError(f"expected a core.Net, a NetDef or serialized NetDef bytes, got {type(net).__name__}")
 
 
 class ExecutionStep:
@@ -143,7 +151,7 @@ class Plan:
             name = str(net) if hasattr(net, "Proto") else net.name
             if name not in self._net_dict:
                 self._net_dict[name] = net
-                self._plan.network.add().CopyFrom(_net_proto(net))
+                self._plan.network.add().CopyFrom(as_net_def(net))
 
     def Nets(self) -> list[Any]:
         return list(self._net_dict.values())

@@ -9,19 +9,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from netjit.compiler.runner import make_runner
-from netjit.proto import caffe2_pb2
+from netjit.core_plan import as_net_def
 from netjit.runtime.errors import NetJitError
 from netjit.runtime.workspace import REGISTRY, Workspace
-
-
-def _as_net(net: Any) -> caffe2_pb2.NetDef:
-    if isinstance(net, (bytes, bytearray)):
-        return caffe2_pb2.NetDef.FromString(bytes(net))
-    if isinstance(net, caffe2_pb2.NetDef):
-        return net
-    if hasattr(net, "Proto"):
-        return net.Proto()
-    raise TypeError(f"Predictor takes NetDefs (or their serialized bytes), got {type(net).__name__}")
 
 
 class Predictor:
@@ -29,8 +19,8 @@ class Predictor:
     net's external inputs (positionally for a list, by name for a dict) and returns its outputs."""
 
     def __init__(self, init_net: Any, predict_net: Any, parent: Workspace | None = None):
-        self.init_net = _as_net(init_net)
-        self.predict_net = _as_net(predict_net)
+        self.init_net = as_net_def(init_net)
+        self.predict_net = as_net_def(predict_net)
         parent = parent or REGISTRY.current
         self.ws = Workspace(f"{parent.name}/predictor", parent.root_folder, parent=parent)
         make_runner(self.init_net, self.ws).run()

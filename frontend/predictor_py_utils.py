@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from netjit.core_plan import as_net_def
 from netjit.proto import caffe2_pb2, metanet_pb2
 
 
@@ -27,14 +28,6 @@ def _proto_map_get(entries: Iterable[Any], key: str, what: str) -> Any:
         if entry.key == key:
             return entry.value
     raise KeyError(f"MetaNetDef has no {what} under key {key!r} (keys: {[e.key for e in entries]})")
-
-
-def _as_net_def(net: Any) -> caffe2_pb2.NetDef:
-    if isinstance(net, caffe2_pb2.NetDef):
-        return net
-    if hasattr(net, "Proto"):
-        return net.Proto()
-    raise TypeError(f"expected a NetDef or a core.Net, got {type(net).__name__}")
 
 
 def GetNet(meta_net_def: metanet_pb2.MetaNetDef, key: str) -> caffe2_pb2.NetDef:
@@ -74,7 +67,7 @@ def GetApplicationSpecificInfo(meta_net_def: metanet_pb2.MetaNetDef) -> dict[str
 def AddNet(meta_net_def: metanet_pb2.MetaNetDef, key: str, net_def: Any) -> None:
     entry = meta_net_def.nets.add()
     entry.key = key
-    entry.value.CopyFrom(_as_net_def(net_def))
+    entry.value.CopyFrom(as_net_def(net_def))
 
 
 def AddPlan(meta_net_def: metanet_pb2.MetaNetDef, key: str, plan_def: caffe2_pb2.PlanDef) -> None:

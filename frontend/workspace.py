@@ -16,6 +16,7 @@ import numpy as np
 from netjit.compiler import runner as _runner
 from netjit.compiler.ops.registry import all_ops, has_op
 from netjit.compiler.reference import run_operator_once
+from netjit.core_plan import as_net_def
 from netjit.proto import caffe2_pb2
 from netjit.runtime.errors import BlobNotFound, NetJitError
 from netjit.runtime.workspace import REGISTRY, Workspace
@@ -40,14 +41,6 @@ def StringifyNetName(name: Any) -> str:
     if hasattr(name, "Proto"):
         return name.Proto().name
     return StringifyBlobName(name)
-
-
-def _net_proto(net: Any) -> caffe2_pb2.NetDef:
-    if isinstance(net, caffe2_pb2.NetDef):
-        return net
-    if hasattr(net, "Proto"):
-        return net.Proto()
-    raise TypeError(f"expected a core.Net or a NetDef, got {type(net).__name__}")
 
 
 # ------------------------------------------------------------------------------- workspaces
@@ -125,9 +118,10 @@ def FetchBlob(name: Any) -> Any:
         return value.copy()
     if isinstance(value, bytes):
         return value
+    # Other blob types (DB readers, Python-op state) come back as a short description, as in Caffe2.
     describe = getattr(value, "describe", None)
-    return (describe() if callable(describe) else f"<{type(value).__name__}>").encode("utf-8") \
-        if not isinstance(value, (int, float)) else value
+    text = describe() if callable(describe) else f"<{type(value).__name__}>"
+    return text.encode("utf-8")
 
 
 def FetchBlobs(names: Iterable[Any]) -> list[Any]:
@@ -201,7 +195,7 @@ def CreateNet(net: Any, overwrite: bool = False, input_blobs: Iterable[Any] | No
     ws = _ws()
     for blob in input_blobs or ():
         ws.create_blob(StringifyBlobName(blob))
-    proto = _net_proto(net)
+    proto = as_net_def(net)
     if proto.name in ws.nets and not overwrite:
         raise NetJitError(f"a net named {proto.name!r} already exists in workspace {ws.name!r}; pass "
                           f"overwrite=True to replace it")
@@ -228,7 +222,7 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
 
 def RunNetOnce(net: Any) -> bool:
     """Construct ``net``, run it once, and forget it (the compiled plan stays cached)."""
-    _runner.make_runner(_net_proto(net), _ws()).run()
+    _runner.make_runner(as_net_def(net), _ws()).run()
     return True
 
 
@@ -248,7 +242,7 @@ def InferShapesAndTypes(nets: Sequence[Any], blob_dimensions: dict[str, Sequence
                         ) -> tuple[dict[str, list[int]], dict[str, int]]:
     """Shapes and DataTypes of every blob the nets touch, from the workspace (or the given dims)."""
     from netjit.shape_inference import infer_shapes_and_types
-    return infer_shapes_and_types([_net_proto(n) for n in nets], _ws(), blob_dimensions, blob_types)
+    return infer_shapes_and_types([as_net_def(n) for n in nets], _ws(), blob_dimensions, blob_types)
 
 
 def Predictor(init_net: Any, predict_net: Any) -> Any:

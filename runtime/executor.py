@@ -52,9 +52,6 @@ def run_step(plan: Plan, step: Step, ws: Workspace) -> None:
 
 
 def execute(plan: Plan, ws: Workspace) -> None:
-    """Run every step of ``plan`` in order (or its compiled driver) against ``ws``."""
-    if plan.driver is not None:
-        plan.driver(ws)
-        return
+    """Run every step of ``plan`` in order against ``ws``."""
     for step in plan.steps:
         run_step(plan, step, ws)

@@ -29,6 +29,4 @@ class Step:
 class Plan:
     net_name: str
     steps: list[Step]
-    # A compiled plan may replace the step loop by one generated driver: driver(ws) -> None.
-    driver: Callable[[Any], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
