@@ -7,6 +7,7 @@ needs arrives through one environment object at bind time.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ class _Env:
     ndarray = np.ndarray
     empty = staticmethod(np.empty)
     contig = staticmethod(np.ascontiguousarray)
+    refcount = staticmethod(sys.getrefcount)
     inf = math.inf
     nan = math.nan
 

@@ -21,8 +21,6 @@ minimax relative error) on the reduced ranges named in each function.
 """
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
@@ -152,8 +150,3 @@ def sigmoid_f64(x):
     s = 1.0 / (1.0 + e)
     return s if x >= 0.0 else e * s
 
-
-def source_hash() -> str:
-    """A digest of this module's source: generated kernels that call it embed it, so editing the
-    approximations gives them new file names instead of stale numba cache entries."""
-    return hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]

@@ -1,7 +1,7 @@
 """numba-cpu kernels for the dense ops: FC as a fused-group producer (GEMM then the epilogue loop,
 which adds the bias and whatever elementwise ops fused after it) and FCGradient as its own kernel.
 
-GEMMs call BLAS through ``np.dot`` inside ``@njit`` (scipy's OpenBLAS; docs/numba-facts.md §4).
+GEMMs call numpy's own OpenBLAS through codegen/blas.py (one thread pool for the process).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Mapping
 import numpy as np
 from numba import njit
 
+from netjit.compiler.codegen.blas import gemm
 from netjit.compiler.codegen.loops import BUFFER, Param, ProducerCode
 from netjit.compiler.ir import Node, Value
 from netjit.compiler.ops.dense import _fc_dims
@@ -31,13 +32,9 @@ def _fc_sizes(node: Node, values: Mapping[str, Value]) -> tuple[int, int, int] |
 
 def _gemm_pre(names: dict[str, str]) -> list[str]:
     m, k, n, p = names["m"], names["k"], names["n"], names["P"]
-    return [f"gemm_a = {names['in0']}.reshape(({m}, {k}))",
-            f"gemm_b = {names['in1']}.reshape(({n}, {k}))",
-            f"gemm_c = {p}.reshape(({m}, {n}))",
-            f"if {k} == 0:",
-            f"    gemm_c[:] = 0",
-            f"elif {m} > 0 and {n} > 0:",
-            f"    np.dot(gemm_a, gemm_b.T, gemm_c)"]
+    # Y (m, n) = X (m, k) @ W (n, k)^T; an empty k gives zeros (beta 0 scales C to 0).
+    return [f"blas.gemm(False, True, {m}, {n}, {k}, 1.0, {names['in0']}.reshape(-1), 0, max({k}, 1), "
+            f"{names['in1']}.reshape(-1), 0, max({k}, 1), 0.0, {p}, 0, {n})"]
 
 
 def fc_head(node: Node, values: Mapping[str, Value]) -> ProducerCode | None:
@@ -62,13 +59,10 @@ def fc_head(node: Node, values: Mapping[str, Value]) -> ProducerCode | None:
 # --------------------------------------------------------------------------------------------
 @njit(**_OPTS)
 def fc_gradient_kernel(m, k, n, x, w, dy, dw, db):
-    x2 = x.reshape((m, k))
     dy2 = dy.reshape((m, n))
-    dw2 = dw.reshape((n, k))
-    if m == 0:
-        dw2[:] = 0
-    elif n > 0 and k > 0:
-        np.dot(dy2.T, x2, dw2)
+    # dW (n, k) = dY^T (n, m) @ X (m, k); m == 0 gives zeros (beta 0).
+    gemm(True, False, n, k, m, 1.0, dy.reshape(-1), 0, max(n, 1), x.reshape(-1), 0, max(k, 1), 0.0,
+         dw.reshape(-1), 0, max(k, 1))
     for j in range(n):
         acc = 0.0
         for i in range(m):
@@ -79,12 +73,9 @@ def fc_gradient_kernel(m, k, n, x, w, dy, dw, db):
 @njit(**_OPTS)
 def fc_gradient_dx_kernel(m, k, n, x, w, dy, dw, db, dx):
     fc_gradient_kernel(m, k, n, x, w, dy, dw, db)
-    dx2 = dx.reshape((m, k))
-    w2 = w.reshape((n, k))
-    if n == 0:
-        dx2[:] = 0
-    elif m > 0 and k > 0:
-        np.dot(dy.reshape((m, n)), w2, dx2)
+    # dX (m, k) = dY (m, n) @ W (n, k)
+    gemm(False, False, m, k, n, 1.0, dy.reshape(-1), 0, max(n, 1), w.reshape(-1), 0, max(k, 1), 0.0,
+         dx.reshape(-1), 0, max(k, 1))
 
 
 def fc_gradient(node: Node, values: Mapping[str, Value]):

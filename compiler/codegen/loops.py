@@ -195,14 +195,23 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
                     lines.append(f"{indent}b{k}_{j} = {prev}i{j} * st{k}_{j}")
 
     def index(k: int) -> str:
+        # Unsigned: numba then skips its negative-index wraparound test, which blocks vectorisation.
         pat = all_pats[k]
         base = f"b{k}_{max(j for j in range(rank - 1) if pat[j])}" if any(pat[:-1]) else None
         last = f"i{rank - 1}" if pat[-1] else None
         parts = [p for p in (base, last) if p]
-        return " + ".join(parts) if parts else "0"
+        return f"np.uint64({' + '.join(parts)})" if parts else "0"
 
+    # Operands constant along the innermost dim (per-channel vectors, scalars) are read once before
+    # it, so their math hoists and the inner loop is a plain stream LLVM vectorises. No output can
+    # alias them: a broadcast operand is never computed in place.
+    outer = indent[:-4]
+    loop_line = len(lines) - 1
+    hoisted = [f"{outer}x{k} = f{k}[{index(k)}]" for k in range(len(operands)) if not cpats[k][-1]]
+    lines[loop_line:loop_line] = hoisted
     for k in range(len(operands)):
-        lines.append(f"{indent}x{k} = f{k}[{index(k)}]")
+        if cpats[k][-1]:
+            lines.append(f"{indent}x{k} = f{k}[{index(k)}]")
     tmp_of: dict[str, str] = {}
     for s, (out, src, refs, args, odt, cdt) in enumerate(steps):
         ops = [f"x{r}" if kind == "op" else tmp_of[r] for kind, r in refs]

@@ -31,6 +31,11 @@ HEADS: dict[str, Callable[[Node, Mapping[str, Value]], ProducerCode | None]] = {
 # Ops with their own kernel: node -> (dispatcher, params) or None.
 STANDALONE: dict[str, Callable[[Node, Mapping[str, Value]], Any]] = {
     "FCGradient": dense.fc_gradient,
+    **{name: conv.conv_gradient for name in ("ConvGradient", "Conv1DGradient", "Conv2DGradient")},
+    **{f"MaxPool{n}": conv.max_pool for n in ("", "1D", "2D")},
+    **{f"AveragePool{n}": conv.average_pool for n in ("", "1D", "2D")},
+    **{f"MaxPool{n}Gradient": conv.max_pool_gradient for n in ("", "1D", "2D")},
+    **{f"AveragePool{n}Gradient": conv.average_pool_gradient for n in ("", "1D", "2D")},
     "SquaredL2Distance": reductions.squared_l2_distance,
     "SquaredL2DistanceGradient": reductions.squared_l2_distance_gradient,
     "AveragedLoss": reductions.averaged_loss,

@@ -59,8 +59,9 @@ def _special_cases(name: str, rng):
         elif name == "SquaredL2DistanceGradient":
             yield {"X": f(4, 5, dt=dt), "Y": f(4, 5, dt=dt), "dZ": f(4, dt=dt)}, {}, ["dX", "dY"]
         elif name in ("Conv", "Conv2D"):
-            yield {"X": f(2, 4, 6, 5, dt=dt), "W": f(6, 2, 3, 3, dt=dt), "b": f(6, dt=dt)}, \
-                {"kernel": 3, "pad": 1, "group": 2, "stride": 2}, ["Y"]
+            for xs, ws_, args in CONV_CASES:
+                if len(xs) == 4:
+                    yield {"X": f(*xs, dt=dt), "W": f(*ws_, dt=dt), "b": f(ws_[0], dt=dt)}, args, ["Y"]
             yield {"X": f(2, 6, 5, 3, dt=dt), "W": f(4, 3, 3, 3, dt=dt), "b": f(4, dt=dt)}, \
                 {"kernel": 3, "order": "NHWC"}, ["Y"]
             yield {"X": f(1, 3, 5, 5, dt=dt), "W": f(2, 3, 1, 1, dt=dt)}, {"kernel": 1}, ["Y"]
@@ -69,9 +70,81 @@ def _special_cases(name: str, rng):
         elif name == "Conv3D":
             yield {"X": f(1, 2, 4, 4, 4, dt=dt), "W": f(3, 2, 2, 2, 2, dt=dt), "b": f(3, dt=dt)}, \
                 {"kernels": [2, 2, 2]}, ["Y"]
+        elif name in CONV_GRADIENTS:
+            for xs, ws_, args in CONV_CASES:
+                if name == "Conv1DGradient" and len(xs) != 3 or name == "Conv2DGradient" and len(xs) != 4:
+                    continue
+                x, w = f(*xs, dt=dt), f(*ws_, dt=dt)
+                dy = f(*_conv_out(x, w, args), dt=dt)
+                for outs, extra in ((["dW", "db", "dX"], {}), (["dW", "db"], {}), (["dW", "dX"], {"no_bias": 1}),
+                                    (["dW"], {"no_bias": 1})):
+                    yield {"X": x, "W": w, "dY": dy}, {**args, **extra}, outs
+        elif name in POOLS:
+            grad = name.endswith("Gradient")
+            kind = name.split("Pool")[0] + "Pool"
+            for xs, args in POOL_CASES:
+                if "1D" in name and len(xs) != 3 or "2D" in name and len(xs) != 4:
+                    continue
+                # Small integers make ties, which MaxPoolGradient must send to every tied element.
+                x = rng.integers(-3, 4, size=xs).astype(dt)
+                for extra in ({}, {"count_include_pad": 1}) if kind == "AveragePool" else ({},):
+                    a = {**args, **extra}
+                    if not grad:
+                        yield {"X": x}, a, ["Y"]
+                        continue
+                    dy = f(*_pool_out(kind, x, a), dt=dt)
+                    yield {"X": x, "Y": _run_ref(kind, x, a), "dY": dy}, a, ["dX"]
         elif name == "AveragedLoss":
             yield {"X": f(6, 7, dt=dt)}, {}, ["L"]
             yield {"X": f(3, dt=dt)}, {}, ["L"]
+
+
+# Window geometries for the conv/pool kernels: strides, pads (asymmetric too), dilation, groups,
+# legacy_pad, 1x1 convs on both the batched and the direct (>= 1024 pixels per image) paths, and
+# batches that do not divide into the kernel's image chunks.
+CONV_CASES = [
+    ((2, 4, 6, 5), (6, 2, 3, 3), {"kernel": 3, "pad": 1, "group": 2, "stride": 2}),
+    ((3, 3, 7, 8), (4, 3, 3, 2), {"kernel_h": 3, "kernel_w": 2, "pad_t": 2, "pad_l": 0, "pad_b": 1, "pad_r": 3,
+                                  "stride_h": 1, "stride_w": 3}),
+    ((2, 3, 9, 9), (5, 3, 3, 3), {"kernel": 3, "dilation": 2, "pad": 1}),
+    ((2, 2, 6, 6), (3, 2, 3, 3), {"kernel": 3, "stride": 2, "legacy_pad": 2}),
+    ((1, 3, 32, 33), (4, 3, 1, 1), {"kernel": 1}),
+    ((5, 6, 10, 30), (4, 3, 1, 1), {"kernel": 1, "group": 2}),
+    ((3, 4, 5, 5), (4, 4, 1, 1), {"kernel": 1, "stride": 2}),
+    ((2, 3, 9), (4, 3, 3), {"kernels": [3], "pads": [2, 1], "strides": [2]}),
+]
+POOL_CASES = [
+    ((2, 3, 6, 6), {"kernel": 2, "stride": 2}),
+    ((2, 2, 7, 5), {"kernel": 3, "stride": 2, "pad": 1}),
+    ((1, 2, 7, 7), {"kernel": 3, "stride": 2, "legacy_pad": 3}),
+    ((2, 3, 5, 4), {"global_pooling": 1}),
+    ((2, 2, 6, 6), {"kernel_h": 3, "kernel_w": 2, "pad_t": 2, "pad_l": 1, "pad_b": 0, "pad_r": 1, "stride": 1}),
+    ((2, 3, 8), {"kernels": [3], "strides": [2], "pads": [1, 1]}),
+]
+CONV_GRADIENTS = ("ConvGradient", "Conv1DGradient", "Conv2DGradient")
+POOLS = tuple(f"{k}{d}{g}" for k in ("MaxPool", "AveragePool") for d in ("", "1D", "2D") for g in ("", "Gradient"))
+
+
+def _run_ref(op_type: str, x: np.ndarray, args: dict[str, Any]) -> np.ndarray:
+    from netjit.compiler.reference import run_operator_once
+    from netjit.proto.args import make_op
+    from netjit.runtime.workspace import Workspace
+    ws = Workspace("case")
+    ws.feed("x", x)
+    run_operator_once(make_op(op_type, ["x"], ["y"], **args), ws)
+    return ws.fetch("y")
+
+
+def _conv_out(x: np.ndarray, w: np.ndarray, args: dict[str, Any]) -> tuple[int, ...]:
+    from netjit.compiler.ops.conv import conv_setup
+    from netjit.compiler.ops.registry import lookup
+    from netjit.proto.args import make_op
+    opdef = lookup("Conv")
+    return conv_setup(opdef.decode_args(make_op("Conv", ["x", "w"], ["y"], **args)), x.shape, w.shape).out_shape
+
+
+def _pool_out(kind: str, x: np.ndarray, args: dict[str, Any]) -> tuple[int, ...]:
+    return _run_ref(kind, x, args).shape
 
 
 def _arg_sets(name: str) -> list[dict[str, Any]]:
@@ -134,7 +207,7 @@ def test_compiled_matches_reference(name):
         for feeds, args, outs in _special_cases(name, rng):
             net = netdef(f"{name}_case", [op(name, list(feeds), outs, **args)])
             tight = next(iter(feeds.values())).dtype == np.float64
-            gemm = name.startswith("Conv")     # BLAS summation order: compare like FC
+            gemm = name.startswith("Conv") or name.startswith("AveragePool")   # summation order differs
             compiled += _check(net, feeds, expect_kernel=True, rtol=1e-12 if tight else (2e-5 if gemm else 2e-6),
                                atol=1e-12 if tight else (2e-5 if gemm else 1e-6))
     else:

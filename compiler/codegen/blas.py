@@ -1,0 +1,135 @@
+"""One BLAS for the whole process: compiled kernels call the OpenBLAS that numpy itself uses.
+
+``np.dot`` inside ``@njit`` reaches scipy's bundled OpenBLAS (docs/numba-facts.md §4), a second
+library with its own thread pool. With numpy's references and numba's kernels in one plan the two
+pools spin against each other on a small machine (measured on this 2-core VM: a LeNet training
+step ran 1.7x faster with one pool capped). So compiled kernels call ``cblas_?gemm`` from numpy's
+library instead, through a symbol registered with LLVM under a fixed name: the cached object code
+refers to the name, never to an address, so disk-cached kernels stay valid in a new process.
+
+The ABI is fixed (row-major cblas with 64-bit integers, as in numpy's ``scipy_openblas64``). Where
+numpy carries no such library (an MKL or Accelerate build), the name is bound to a ctypes callback
+that runs the same product with ``np.dot``: slower, same results, and still one BLAS.
+``NETJIT_BLAS=callback`` selects that fallback on purpose.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from typing import Any
+
+import numpy as np
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.core.extending import intrinsic
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+SGEMM_SYMBOL = "netjit_cblas_sgemm_ilp64"
+DGEMM_SYMBOL = "netjit_cblas_dgemm_ilp64"
+
+_i32, _i64 = ctypes.c_int32, ctypes.c_int64
+_P = ctypes.c_void_p
+
+
+def _argtypes(real: Any) -> list[Any]:
+    return [_i32, _i32, _i32, _i64, _i64, _i64, real, _P, _i64, _P, _i64, real, _P, _i64]
+
+
+def _find_numpy_openblas() -> tuple[Any, Any, str] | None:
+    """(sgemm, dgemm, library path) from the OpenBLAS numpy loaded, or None."""
+    import numpy
+    root = os.path.dirname(os.path.dirname(numpy.__file__))
+    candidates = sorted(glob.glob(os.path.join(root, "numpy.libs", "*openblas*")))
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for s_name, d_name in (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_")):
+            s, d = getattr(lib, s_name, None), getattr(lib, d_name, None)
+            if s is not None and d is not None:
+                return s, d, path
+    return None
+
+
+def _py_gemm(dtype: type) -> Any:
+    """A cblas-compatible callback over ``np.dot``, for numpy builds without a reachable OpenBLAS."""
+    real = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    size = np.dtype(dtype).itemsize
+
+    def view(ptr: int, rows: int, cols: int, ld: int) -> np.ndarray:
+        if rows == 0 or cols == 0:
+            return np.zeros((rows, cols), dtype)
+        buf = (ctypes.c_char * (((rows - 1) * ld + cols) * size)).from_address(ptr)
+        return np.ndarray((rows, cols), dtype, buf, strides=(ld * size, size))
+
+    def gemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):  # noqa: ANN001 - ctypes ABI
+        am = view(a, k, m, lda).T if ta == TRANS else view(a, m, k, lda)
+        bm = view(b, n, k, ldb).T if tb == TRANS else view(b, k, n, ldb)
+        cm = view(c, m, n, ldc)
+        prod = np.dot(am, bm) * alpha if k else np.zeros((m, n), dtype)
+        cm[...] = prod if beta == 0 else beta * cm + prod
+
+    return ctypes.CFUNCTYPE(None, *_argtypes(real))(gemm)
+
+
+def _register() -> str:
+    # NETJIT_BLAS=callback forces the np.dot fallback (tests use it to cover that path).
+    found = None if os.environ.get("NETJIT_BLAS") == "callback" else _find_numpy_openblas()
+    if found is not None:
+        s, d, path = found
+        llvm.add_symbol(SGEMM_SYMBOL, ctypes.cast(s, _P).value)
+        llvm.add_symbol(DGEMM_SYMBOL, ctypes.cast(d, _P).value)
+        return f"numpy's OpenBLAS ({os.path.basename(path)})"
+    global _CALLBACKS
+    _CALLBACKS = (_py_gemm(np.float32), _py_gemm(np.float64))   # kept alive: LLVM holds raw addresses
+    llvm.add_symbol(SGEMM_SYMBOL, ctypes.cast(_CALLBACKS[0], _P).value)
+    llvm.add_symbol(DGEMM_SYMBOL, ctypes.cast(_CALLBACKS[1], _P).value)
+    return "np.dot through a ctypes callback (no OpenBLAS found in numpy.libs)"
+
+
+_CALLBACKS: tuple[Any, Any] | None = None
+PROVIDER = _register()
+
+_sig = [types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, None, types.voidptr,
+        types.int64, types.voidptr, types.int64, None, types.voidptr, types.int64]
+_sgemm = types.ExternalFunction(SGEMM_SYMBOL, types.void(*[t or types.float32 for t in _sig]))
+_dgemm = types.ExternalFunction(DGEMM_SYMBOL, types.void(*[t or types.float64 for t in _sig]))
+
+
+@intrinsic
+def ptr_at(typingctx: Any, arr: Any, offset: Any) -> Any:
+    """Address of ``arr``'s element at flat ``offset`` (C-contiguous arrays), as a ``void*``."""
+    if not isinstance(arr, types.Array) or not isinstance(offset, types.Integer):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        ary = context.make_array(arr)(context, builder, args[0])
+        off = context.cast(builder, args[1], signature.args[1], types.intp)
+        elem = builder.gep(ary.data, [off])
+        return builder.bitcast(elem, ir.IntType(8).as_pointer())
+    return types.voidptr(arr, offset), codegen
+
+
+_OPTS = dict(cache=True, nogil=True)
+
+
+@njit(**_OPTS)
+def gemm(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
+    """Row-major ``C = alpha * op(A) @ op(B) + beta * C`` on flat views with element offsets.
+
+    ``op(A)`` is m x k, ``op(B)`` k x n; ``trans_*`` are booleans. Empty products write ``beta * C``
+    (BLAS itself leaves C alone when k == 0 and beta == 1, and scales it otherwise).
+    """
+    if m <= 0 or n <= 0:
+        return
+    ta = TRANS if trans_a else NO_TRANS
+    tb = TRANS if trans_b else NO_TRANS
+    if c.itemsize == 4:
+        _sgemm(ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), ptr_at(a, a_off), lda, ptr_at(b, b_off), ldb,
+               np.float32(beta), ptr_at(c, c_off), ldc)
+    else:
+        _dgemm(ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), ptr_at(a, a_off), lda, ptr_at(b, b_off), ldb,
+               np.float64(beta), ptr_at(c, c_off), ldc)

@@ -1,0 +1,372 @@
+"""numba-cpu kernels for 2-D channel-first sliding windows: Conv (forward, gradient), MaxPool and
+AveragePool (forward, gradient).
+
+Conv is im2col + one BLAS GEMM per group and chunk of images (codegen/blas.py: numpy's OpenBLAS,
+which threads the product). A 1x1 stride-1 unpadded conv skips im2col: the image itself is the
+column matrix. Images are batched into one GEMM until it has about ``COLUMNS`` columns, because
+BLAS runs small products (LeNet's 8x8 maps: 64 columns) far below its peak; the batched result is
+then scattered back to NCHW. Pooling is direct loops over each (image, channel) plane.
+
+Every kernel takes flat C-contiguous arrays and the geometry as plain ints (``Geometry`` resolved at
+plan time: head pads after legacy_pad rules, output sizes), so one compiled specialisation serves
+every shape. Out-of-bounds window taps read zero (conv) or are skipped (pooling); tail pads need no
+argument because the output size already bounds the windows.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from netjit.compiler.codegen.blas import gemm
+
+_OPTS = dict(cache=True, error_model="numpy", nogil=True)
+# Flat indices go through U (uint64): numba then skips its negative-index wraparound test, which
+# otherwise blocks vectorisation and made im2col 4x slower (measured on LeNet's conv2).
+U = np.uint64
+
+# Target column count of one conv GEMM (images are batched until it is reached), measured on
+# LeNet's layers; larger chunks only grow the column buffer past L2.
+COLUMNS = 1024
+_LOWEST = float(-np.finfo(np.float32).max)   # MaxPool starts from -FLT_MAX, as Caffe2's kernel
+
+
+@njit(**_OPTS)
+def chunk_images(n, p):
+    """How many images one GEMM covers: enough for ~COLUMNS columns, at least 1."""
+    if p >= COLUMNS:
+        return 1
+    return max(1, min(n, COLUMNS // max(p, 1)))
+
+
+@njit(**_OPTS)
+def _valid_range(o_count, stride, offset, size):
+    """Output positions o in [lo, hi) with 0 <= o*stride + offset < size."""
+    lo = 0
+    if offset < 0:
+        lo = (-offset + stride - 1) // stride
+    hi = 0
+    if size - offset > 0:
+        hi = (size - offset + stride - 1) // stride
+    lo = min(lo, o_count)
+    hi = max(lo, min(hi, o_count))
+    return lo, hi
+
+
+@njit(**_OPTS)
+def im2col(x, xbase, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, col, ld, cbase):
+    """col[q*ld + cbase + oh_i*ow + ow_i] = x[xbase + (ci*h + ih)*w + iw] (0 outside), q = (ci, i, j)."""
+    zero = col.dtype.type(0)
+    for ci in range(c):
+        for i in range(kh):
+            h_off = i * dh - pt
+            h_lo, h_hi = _valid_range(oh, sh, h_off, h)
+            for j in range(kw):
+                w_off = j * dw - pl
+                w_lo, w_hi = _valid_range(ow, sw, w_off, w)
+                row = ((ci * kh + i) * kw + j) * ld + cbase
+                for y in range(oh):
+                    dst = U(row + y * ow)
+                    if y < h_lo or y >= h_hi:
+                        for x_ in range(ow):
+                            col[dst + U(x_)] = zero
+                        continue
+                    src = U(xbase + (ci * h + y * sh + h_off) * w + w_off)
+                    if w_lo == 0 and w_hi == ow and sw == 1:
+                        # The common interior row: one contiguous copy.
+                        for x_ in range(ow):
+                            col[dst + U(x_)] = x[src + U(x_)]
+                        continue
+                    for x_ in range(w_lo):
+                        col[dst + U(x_)] = zero
+                    for x_ in range(w_lo, w_hi):
+                        col[dst + U(x_)] = x[src + U(x_ * sw)]
+                    for x_ in range(w_hi, ow):
+                        col[dst + U(x_)] = zero
+
+
+@njit(**_OPTS)
+def col2im_add(col, ld, cbase, dx, xbase, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """The adjoint of im2col: dx[...] += col[...] over every in-bounds tap."""
+    for ci in range(c):
+        for i in range(kh):
+            h_off = i * dh - pt
+            h_lo, h_hi = _valid_range(oh, sh, h_off, h)
+            for j in range(kw):
+                w_off = j * dw - pl
+                w_lo, w_hi = _valid_range(ow, sw, w_off, w)
+                row = ((ci * kh + i) * kw + j) * ld + cbase
+                for y in range(h_lo, h_hi):
+                    src = row + y * ow
+                    dst = xbase + (ci * h + y * sh + h_off) * w + w_off
+                    if sw == 1:
+                        for x_ in range(w_lo, w_hi):
+                            dx[U(dst + x_)] += col[U(src + x_)]
+                    else:
+                        for x_ in range(w_lo, w_hi):
+                            dx[U(dst + x_ * sw)] += col[U(src + x_)]
+
+
+@njit(**_OPTS)
+def _is_pointwise(h, w, kh, kw, sh, sw, pt, pl, oh, ow):
+    return kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 and oh == h and ow == w
+
+
+@njit(**_OPTS)
+def conv2d(x, wt, y, n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """y (N, M, OH, OW) = conv of x (N, C, H, W) with wt (M, C/group, KH, KW), no bias."""
+    xf = x.reshape(x.size)
+    wf = wt.reshape(wt.size)
+    yf = y.reshape(y.size)
+    cg, mg = c // group, m // group
+    k = cg * kh * kw
+    p = oh * ow
+    if n == 0 or m == 0 or p == 0:
+        return
+    if k == 0:
+        yf[:] = 0
+        return
+    nb = chunk_images(n, p)
+    if nb == 1 and _is_pointwise(h, w, kh, kw, sh, sw, pt, pl, oh, ow):
+        for i in range(n):
+            for g in range(group):
+                gemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, xf, (i * c + g * cg) * h * w, p,
+                     0.0, yf, (i * m + g * mg) * p, p)
+        return
+    col = np.empty(k * nb * p, x.dtype)
+    tmp = np.empty(mg * nb * p if nb > 1 else 0, x.dtype)
+    for n0 in range(0, n, nb):
+        b = min(nb, n - n0)
+        ld = b * p
+        for g in range(group):
+            for i in range(b):
+                im2col(xf, ((n0 + i) * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                       col, ld, i * p)
+            if b == 1:
+                gemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, col, 0, p, 0.0, yf, (n0 * m + g * mg) * p, p)
+                continue
+            gemm(False, False, mg, ld, k, 1.0, wf, g * mg * k, k, col, 0, ld, 0.0, tmp, 0, ld)
+            for i in range(b):
+                for r in range(mg):
+                    dst = ((n0 + i) * m + g * mg + r) * p
+                    src = r * ld + i * p
+                    for q in range(p):
+                        yf[U(dst + q)] = tmp[U(src + q)]
+
+
+@njit(**_OPTS)
+def conv2d_gradient(x, wt, dy, dw_, db, dx, with_db, with_dx,
+                    n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """ConvGradient: dW (M, C/group, KH, KW), db (M) when ``with_db``, dX (N, C, H, W) when ``with_dx``."""
+    xf = x.reshape(x.size)
+    wf = wt.reshape(wt.size)
+    dyf = dy.reshape(dy.size)
+    dwf = dw_.reshape(dw_.size)
+    dxf = dx.reshape(dx.size)
+    cg, mg = c // group, m // group
+    k = cg * kh * kw
+    p = oh * ow
+    dwf[:] = 0
+    if with_dx:
+        dxf[:] = 0
+    if with_db:
+        for r in range(m):
+            acc = 0.0
+            for i in range(n):
+                base = (i * m + r) * p
+                for q in range(p):
+                    acc += dyf[U(base + q)]
+            db[r] = acc
+    if n == 0 or m == 0 or p == 0 or k == 0:
+        return
+    nb = chunk_images(n, p)
+    pointwise = nb == 1 and _is_pointwise(h, w, kh, kw, sh, sw, pt, pl, oh, ow)
+    col = np.empty(0 if pointwise else k * nb * p, x.dtype)
+    dcol = np.empty(k * nb * p if with_dx and not pointwise else 0, x.dtype)
+    gdy = np.empty(mg * nb * p if nb > 1 else 0, x.dtype)
+    for n0 in range(0, n, nb):
+        b = min(nb, n - n0)
+        ld = b * p
+        for g in range(group):
+            # The columns (K, ld) and this group's dY as (Mg, ld): views when one image, copies else.
+            if pointwise:
+                cbuf, coff = xf, (n0 * c + g * cg) * h * w
+            else:
+                for i in range(b):
+                    im2col(xf, ((n0 + i) * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                           col, ld, i * p)
+                cbuf, coff = col, 0
+            if b == 1:
+                ybuf, yoff = dyf, (n0 * m + g * mg) * p
+            else:
+                for i in range(b):
+                    for r in range(mg):
+                        src = ((n0 + i) * m + g * mg + r) * p
+                        dst = r * ld + i * p
+                        for q in range(p):
+                            gdy[U(dst + q)] = dyf[U(src + q)]
+                ybuf, yoff = gdy, 0
+            # dW_g (Mg, K) += dY_g (Mg, ld) @ cols^T (ld, K)
+            gemm(False, True, mg, k, ld, 1.0, ybuf, yoff, ld, cbuf, coff, ld, 1.0, dwf, g * mg * k, k)
+            if not with_dx:
+                continue
+            # dcols (K, ld) = W_g^T (K, Mg) @ dY_g (Mg, ld), then scattered back onto dX.
+            if pointwise:
+                gemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dxf,
+                     (n0 * c + g * cg) * h * w, ld)
+                continue
+            gemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dcol, 0, ld)
+            for i in range(b):
+                col2im_add(dcol, ld, i * p, dxf, ((n0 + i) * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw,
+                           pt, pl, dh, dw, oh, ow)
+
+
+# --------------------------------------------------------------------------------------------
+# Pooling: planes = N*C, each (H, W) -> (OH, OW). Each output row is built tap by tap: for a
+# kernel tap (i, j), one branch-free pass over the row's outputs reads the input at stride sw.
+# Visiting windows one by one instead branched on every compare and mispredicted on ties (2x slower
+# on LeNet's pools).
+# --------------------------------------------------------------------------------------------
+@njit(**_OPTS)
+def max_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    lowest = x.dtype.type(_LOWEST)
+    for p_ in range(planes):
+        xb = p_ * h * w
+        for a in range(oh):
+            yrow = U(p_ * oh * ow + a * ow)
+            for b in range(ow):
+                yf[yrow + U(b)] = lowest
+            for i in range(kh):
+                ih = a * sh - pt + i
+                if ih < 0 or ih >= h:
+                    continue
+                for j in range(kw):
+                    off = j - pl
+                    lo, hi = _valid_range(ow, sw, off, w)
+                    xrow = U(xb + ih * w + off)
+                    for b in range(lo, hi):
+                        v = xf[xrow + U(b * sw)]
+                        cur = yf[yrow + U(b)]
+                        # NaN wins and then stays (v > NaN and NaN != NaN are both false for v).
+                        yf[yrow + U(b)] = v if (v > cur or v != v) else cur
+
+
+@njit(**_OPTS)
+def max_pool2d_gradient(x, y, dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
+    """dX += dY at every window element equal to the window's Y (ties all receive it).
+    Windows that do not overlap (kernel <= stride) store instead of accumulating."""
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    dxf[:] = 0
+    zero = dx.dtype.type(0)
+    overlap = kh > sh or kw > sw
+    for p_ in range(planes):
+        xb = p_ * h * w
+        yb = p_ * oh * ow
+        for a in range(oh):
+            for i in range(kh):
+                ih = a * sh - pt + i
+                if ih < 0 or ih >= h:
+                    continue
+                xrow = xb + ih * w
+                for b in range(ow):
+                    top = yf[U(yb + a * ow + b)]
+                    g = dyf[U(yb + a * ow + b)]
+                    w0 = max(b * sw - pl, 0)
+                    w1 = min(b * sw - pl + kw, w)
+                    if overlap:
+                        for iw in range(w0, w1):
+                            k = U(xrow + iw)
+                            dxf[k] += g if xf[k] == top else zero
+                    else:
+                        for iw in range(w0, w1):
+                            k = U(xrow + iw)
+                            dxf[k] = g if xf[k] == top else zero
+
+
+@njit(**_OPTS)
+def _divisor(a, b, h, w, kh, kw, sh, sw, pt, pl, include_pad):
+    if include_pad:
+        return kh * kw
+    h0 = max(a * sh - pt, 0)
+    h1 = min(a * sh - pt + kh, h)
+    w0 = max(b * sw - pl, 0)
+    w1 = min(b * sw - pl + kw, w)
+    return max(h1 - h0, 0) * max(w1 - w0, 0)
+
+
+@njit(**_OPTS)
+def average_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad):
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    acc = np.zeros(ow, np.float64)
+    for p_ in range(planes):
+        xb = p_ * h * w
+        for a in range(oh):
+            yrow = U(p_ * oh * ow + a * ow)
+            acc[:] = 0
+            for i in range(kh):
+                ih = a * sh - pt + i
+                if ih < 0 or ih >= h:
+                    continue
+                for j in range(kw):
+                    off = j - pl
+                    lo, hi = _valid_range(ow, sw, off, w)
+                    xrow = U(xb + ih * w + off)
+                    for b in range(lo, hi):
+                        acc[b] += xf[xrow + U(b * sw)]
+            # A window wholly in padding divides 0 by 0: NaN, as the reference (and Caffe2).
+            for b in range(ow):
+                yf[yrow + U(b)] = acc[b] / _divisor(a, b, h, w, kh, kw, sh, sw, pt, pl, include_pad)
+
+
+@njit(**_OPTS)
+def average_pool2d_gradient(dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad):
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    dxf[:] = 0
+    share = np.empty(ow, dx.dtype)
+    for p_ in range(planes):
+        xb = p_ * h * w
+        for a in range(oh):
+            yrow = U(p_ * oh * ow + a * ow)
+            for b in range(ow):
+                share[b] = dyf[yrow + U(b)] / _divisor(a, b, h, w, kh, kw, sh, sw, pt, pl, include_pad)
+            for i in range(kh):
+                ih = a * sh - pt + i
+                if ih < 0 or ih >= h:
+                    continue
+                for j in range(kw):
+                    off = j - pl
+                    lo, hi = _valid_range(ow, sw, off, w)
+                    xrow = U(xb + ih * w + off)
+                    for b in range(lo, hi):
+                        dxf[xrow + U(b * sw)] += share[b]
+
+
+# ConvGradient's output sets, one entry point each (the driver passes only real outputs).
+@njit(**_OPTS)
+def conv2d_grad_w(x, wt, dy, dw_, n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    conv2d_gradient(x, wt, dy, dw_, np.empty(0, wt.dtype), np.empty(0, x.dtype), False, False,
+                    n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+@njit(**_OPTS)
+def conv2d_grad_wb(x, wt, dy, dw_, db, n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    conv2d_gradient(x, wt, dy, dw_, db, np.empty(0, x.dtype), True, False,
+                    n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+@njit(**_OPTS)
+def conv2d_grad_wx(x, wt, dy, dw_, dx, n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    conv2d_gradient(x, wt, dy, dw_, np.empty(0, wt.dtype), dx, False, True,
+                    n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+
+
+@njit(**_OPTS)
+def conv2d_grad_wbx(x, wt, dy, dw_, db, dx, n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    conv2d_gradient(x, wt, dy, dw_, db, dx, True, True,
+                    n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
