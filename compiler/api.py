@@ -361,8 +361,11 @@ def compile(net: Any, inputs: Mapping[str, Any] | None = None, outputs: Iterable
     return compiled
 
 
-def compiled_runner(net: caffe2_pb2.NetDef, ws: Workspace) -> CompiledRunner:
+def compiled_runner(net: caffe2_pb2.NetDef, ws: Workspace, outputs: list[str] | None = None) -> CompiledRunner:
     """The runner ``workspace.CreateNet``/``RunNet``/``RunNetOnce`` use: Caffe2's construction
-    checks, then compiled runs that leave every written blob visible with Caffe2's value."""
-    return CompiledRunner(get_compiled(net), ws, check=True)
+    checks, then compiled runs that leave every written blob visible with Caffe2's value; with
+    ``outputs`` (a private workspace, as a Predictor's) only those blobs and updated parameters."""
+    if outputs is None:
+        return CompiledRunner(get_compiled(net), ws, check=True)
+    return CompiledRunner(get_compiled(net, outputs, outputs), ws, check=True)
 

@@ -38,9 +38,13 @@ class ReferenceRunner:
         execute(self.plan, self.ws)
 
 
-def make_runner(net: caffe2_pb2.NetDef, ws: Workspace, executor: str | None = None):
+def make_runner(net: caffe2_pb2.NetDef, ws: Workspace, executor: str | None = None,
+                private_outputs: list[str] | None = None):
+    """A runner for ``net`` on ``ws``. ``private_outputs``: the workspace is private to its owner
+    (a Predictor's), so only these blobs need their values after a run; the compiled executor
+    may then keep other intermediates in its arena and fuse them away."""
     executor = executor or default_executor()
     if executor == "reference":
         return ReferenceRunner(net, ws)
     from netjit.compiler.api import compiled_runner  # late: keeps `import runner` light
-    return compiled_runner(net, ws)
+    return compiled_runner(net, ws, private_outputs)

@@ -27,7 +27,10 @@ class Predictor:
         for name in self.predict_net.external_input:
             if not self.ws.has(name):
                 self.ws.feed(name, np.zeros((0,), np.float32))
-        self._runner = make_runner(self.predict_net, self.ws)
+        # Nothing outside sees this workspace, so the compiled predict net keeps its intermediates
+        # private (fused away, in its arena); run() reads only the external outputs.
+        self._runner = make_runner(self.predict_net, self.ws,
+                                   private_outputs=list(self.predict_net.external_output) or None)
         self.inputs = list(self.predict_net.external_input)
         self.outputs = list(self.predict_net.external_output)
 

@@ -39,6 +39,8 @@ STANDALONE: dict[str, Callable[[Node, Mapping[str, Value]], Any]] = {
     "SquaredL2Distance": reductions.squared_l2_distance,
     "SquaredL2DistanceGradient": reductions.squared_l2_distance_gradient,
     "AveragedLoss": reductions.averaged_loss,
+    "Softmax": reductions.softmax,
+    "SoftmaxGradient": reductions.softmax_gradient,
 }
 
 

@@ -1,6 +1,6 @@
-"""numba-cpu kernels for the losses of the tutorials' training nets: SquaredL2Distance, its
-gradient, AveragedLoss. Sums accumulate in float64 and round once (the references sum in the
-input dtype; results agree to float32 rounding)."""
+"""numba-cpu kernels for row reductions: the losses of the tutorials' training nets
+(SquaredL2Distance, its gradient, AveragedLoss) and Softmax with its gradient. Sums accumulate in
+float64 and round once (the references sum in the input dtype; results agree to float32 rounding)."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -87,3 +87,70 @@ def averaged_loss(node: Node, values: Mapping[str, Value]):
     if not (x.typed and out.typed) or x.dtype not in FLOATS or out.dtype != x.dtype or x.size == 0:
         return None
     return averaged_loss_kernel, [Param("in", node.inputs[0]), Param("out", node.outputs[0])]
+
+
+# --------------------------------------------------------------------------------------------
+# Softmax over Caffe2's [prod(dims[:axis]), prod(dims[axis:])] view
+# --------------------------------------------------------------------------------------------
+@njit(**_OPTS)
+def softmax_kernel(n, d, x, y):
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    for i in range(n):
+        base = i * d
+        top = xf[base]
+        for j in range(base + 1, base + d):
+            v = xf[j]
+            top = v if (v > top or v != v) else top    # NaN propagates, as numpy's max
+        acc = 0.0
+        for j in range(base, base + d):
+            e = np.exp(xf[j] - top)
+            yf[j] = e
+            acc += e
+        total = yf.dtype.type(acc)
+        for j in range(base, base + d):
+            yf[j] = yf[j] / total
+
+
+@njit(**_OPTS)
+def softmax_gradient_kernel(n, d, y, dy, dx):
+    yf = y.reshape(-1)
+    dyf = dy.reshape(-1)
+    dxf = dx.reshape(-1)
+    for i in range(n):
+        base = i * d
+        acc = 0.0
+        for j in range(base, base + d):
+            acc += yf[j] * dyf[j]
+        dot = dxf.dtype.type(acc)
+        for j in range(base, base + d):
+            dxf[j] = yf[j] * (dyf[j] - dot)
+
+
+def _softmax_rows(node: Node, values: Mapping[str, Value]) -> tuple[int, int] | None:
+    from netjit.compiler.ops.activations import _rows as softmax_rows
+    vals = [values[v] for v in node.inputs + node.outputs]
+    if not all(v.typed for v in vals) or len({v.dtype for v in vals}) != 1 or vals[0].dtype not in FLOATS:
+        return None
+    if len({tuple(v.shape) for v in vals}) != 1 or vals[0].size == 0:
+        return None
+    try:
+        return softmax_rows(tuple(vals[0].shape), node.attrs.get("axis", 1))
+    except ValueError:
+        return None
+
+
+def softmax(node: Node, values: Mapping[str, Value]):
+    rows = _softmax_rows(node, values)
+    if rows is None:
+        return None
+    return softmax_kernel, [Param("dim", rows[0]), Param("dim", rows[1]), Param("in", node.inputs[0]),
+                            Param("out", node.outputs[0])]
+
+
+def softmax_gradient(node: Node, values: Mapping[str, Value]):
+    rows = _softmax_rows(node, values)
+    if rows is None:
+        return None
+    return softmax_gradient_kernel, [Param("dim", rows[0]), Param("dim", rows[1])] + \
+        [Param("in", v) for v in node.inputs] + [Param("out", node.outputs[0])]

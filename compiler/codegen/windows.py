@@ -96,14 +96,14 @@ def col2im_add(col, ld, cbase, dx, xbase, c, h, w, kh, kw, sh, sw, pt, pl, dh, d
                 w_lo, w_hi = _valid_range(ow, sw, w_off, w)
                 row = ((ci * kh + i) * kw + j) * ld + cbase
                 for y in range(h_lo, h_hi):
-                    src = row + y * ow
-                    dst = xbase + (ci * h + y * sh + h_off) * w + w_off
+                    src = U(row + y * ow)
+                    dst = U(xbase + (ci * h + y * sh + h_off) * w + w_off)
                     if sw == 1:
                         for x_ in range(w_lo, w_hi):
-                            dx[U(dst + x_)] += col[U(src + x_)]
+                            dx[dst + U(x_)] += col[src + U(x_)]
                     else:
                         for x_ in range(w_lo, w_hi):
-                            dx[U(dst + x_ * sw)] += col[U(src + x_)]
+                            dx[dst + U(x_ * sw)] += col[src + U(x_)]
 
 
 @njit(**_OPTS)
@@ -227,10 +227,33 @@ def conv2d_gradient(x, wt, dy, dw_, db, dx, with_db, with_dx,
 # on LeNet's pools).
 # --------------------------------------------------------------------------------------------
 @njit(**_OPTS)
+def _nanmax(a, b):
+    # The larger, NaN if either is NaN (as numpy's max, which the reference uses).
+    return a if (a > b or a != a) else b
+
+
+@njit(**_OPTS)
+def _max_pool_2x2(xf, yf, planes, h, w, oh, ow, lowest):
+    """2x2 windows at stride 2, no padding, every window inside: the usual CNN downsampling."""
+    for p_ in range(planes):
+        for a in range(oh):
+            r0 = U(p_ * h * w + 2 * a * w)
+            r1 = r0 + U(w)
+            yrow = U(p_ * oh * ow + a * ow)
+            for b in range(ow):
+                c0 = U(2 * b)
+                top = _nanmax(_nanmax(xf[r0 + c0], xf[r0 + c0 + U(1)]), _nanmax(xf[r1 + c0], xf[r1 + c0 + U(1)]))
+                yf[yrow + U(b)] = _nanmax(top, lowest)
+
+
+@njit(**_OPTS)
 def max_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
     xf = x.reshape(x.size)
     yf = y.reshape(y.size)
     lowest = x.dtype.type(_LOWEST)
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and pt == 0 and pl == 0 and 2 * oh <= h and 2 * ow <= w:
+        _max_pool_2x2(xf, yf, planes, h, w, oh, ow, lowest)
+        return
     for p_ in range(planes):
         xb = p_ * h * w
         for a in range(oh):
@@ -260,8 +283,25 @@ def max_pool2d_gradient(x, y, dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, 
     yf = y.reshape(y.size)
     dyf = dy.reshape(dy.size)
     dxf = dx.reshape(dx.size)
-    dxf[:] = 0
     zero = dx.dtype.type(0)
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and pt == 0 and pl == 0 and 2 * oh == h and 2 * ow == w:
+        # 2x2 windows tiling the input exactly: every dX element is written once, no zeroing.
+        for p_ in range(planes):
+            for a in range(oh):
+                r0 = U(p_ * h * w + 2 * a * w)
+                r1 = r0 + U(w)
+                yrow = U(p_ * oh * ow + a * ow)
+                for b in range(ow):
+                    top = yf[yrow + U(b)]
+                    g = dyf[yrow + U(b)]
+                    c0 = U(2 * b)
+                    c1 = c0 + U(1)
+                    dxf[r0 + c0] = g if xf[r0 + c0] == top else zero
+                    dxf[r0 + c1] = g if xf[r0 + c1] == top else zero
+                    dxf[r1 + c0] = g if xf[r1 + c0] == top else zero
+                    dxf[r1 + c1] = g if xf[r1 + c1] == top else zero
+        return
+    dxf[:] = 0
     overlap = kh > sh or kw > sw
     for p_ in range(planes):
         xb = p_ * h * w

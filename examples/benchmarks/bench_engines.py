@@ -23,6 +23,7 @@ for _path in (HERE.parent, HERE):  # examples/ holds mnist.py (the tutorial's mo
 
 from caffe2.python import brew, core, model_helper, workspace  # noqa: E402
 from caffe2.python.predictor import mobile_exporter  # noqa: E402
+from caffe2.proto import caffe2_pb2  # noqa: E402
 
 import mnist  # noqa: E402
 from netjit.bench import executor  # noqa: E402
@@ -210,14 +211,15 @@ def _resnet50(engine: str, threads: int | None) -> tuple[Callable[[], Any], Any]
     x = zoo.random_zoo_input("resnet50")
     out = net.external_output[0]
     if engine.startswith("netjit"):
+        # Served the way Caffe2 served predict nets: a Predictor over the weights (here already in
+        # the workspace, so its init net is empty), input in, softmax out.
         workspace.SwitchWorkspace("bench_resnet", True)
         workspace.ResetWorkspace()
-        for name, value in {**weights, data: x}.items():
+        for name, value in weights.items():
             workspace.FeedBlob(name, value)
         with executor(engine.split()[1]):
-            workspace.CreateNet(net, overwrite=True)
-        workspace.RunNet(net.name)
-        return (lambda: workspace.RunNet(net.name)), workspace.FetchBlob(out)
+            predictor = workspace.Predictor(caffe2_pb2.NetDef(name="resnet50_init"), net)
+        return (lambda: predictor.run([x])), predictor.run([x])[0]
     if engine == "onnxruntime":
         from c2_to_onnx import netdef_to_onnx
         shapes = blob_shapes(net, {data: x}, weights)

@@ -91,9 +91,21 @@ def _special_cases(name: str, rng):
                     a = {**args, **extra}
                     if not grad:
                         yield {"X": x}, a, ["Y"]
+                        if kind == "MaxPool":   # NaN wins a window, as numpy's max in the reference
+                            xn = x.copy()
+                            xn.reshape(-1)[::7] = np.nan
+                            yield {"X": xn}, a, ["Y"]
                         continue
                     dy = f(*_pool_out(kind, x, a), dt=dt)
                     yield {"X": x, "Y": _run_ref(kind, x, a), "dY": dy}, a, ["dX"]
+        elif name in ("Softmax", "SoftmaxGradient"):
+            for shape, args in (((4, 10), {}), ((2, 3, 4), {"axis": 2}), ((2, 3, 4), {}), ((5,), {"axis": 0})):
+                x = f(*shape, dt=dt) * 5
+                if name == "Softmax":
+                    yield {"X": x}, args, ["Y"]
+                else:
+                    y = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
+                    yield {"Y": y.astype(dt), "dY": f(*shape, dt=dt)}, args, ["dX"]
         elif name == "AveragedLoss":
             yield {"X": f(6, 7, dt=dt)}, {}, ["L"]
             yield {"X": f(3, dt=dt)}, {}, ["L"]

@@ -138,3 +138,36 @@ def test_predictor_runs_init_once_and_predicts():
     (out2,) = p.run({"data": x[:1]})
     np.testing.assert_allclose(out2, out[:1], rtol=1e-6)
     assert not workspace.HasBlob("out"), "predictions stay in the predictor's child workspace"
+
+
+def _conv_predict_net():
+    net = caffe2_pb2.NetDef(name="convpredict")
+    ops = [core.CreateOperator("Conv", ["data", "cw", "cb"], ["conv"], kernel=3, pad=1),
+           core.CreateOperator("Relu", ["conv"], ["conv"]),
+           core.CreateOperator("MaxPool", ["conv"], ["pool"], kernel=2, stride=2),
+           core.CreateOperator("FC", ["pool", "fw", "fb"], ["logits"]),
+           core.CreateOperator("Softmax", ["logits"], ["prob"])]
+    net.op.extend(ops)
+    net.external_input.extend(["data", "cw", "cb", "fw", "fb"])
+    net.external_output.append("prob")
+    return net
+
+
+def test_compiled_predictor_keeps_intermediates_private_and_matches_reference():
+    from netjit.bench import executor
+    rng = np.random.default_rng(2)
+    for name, shape in (("cw", (4, 2, 3, 3)), ("cb", (4,)), ("fw", (3, 4 * 3 * 3)), ("fb", (3,))):
+        workspace.FeedBlob(name, rng.standard_normal(shape).astype(np.float32))
+    init = caffe2_pb2.NetDef(name="init")
+    with executor("compiled"):
+        fast = workspace.Predictor(init, _conv_predict_net())
+    with executor("reference"):
+        slow = workspace.Predictor(init, _conv_predict_net())
+    for batch in (5, 5, 1):                 # a repeat run and a new batch size (a new plan)
+        x = rng.standard_normal((batch, 2, 6, 6)).astype(np.float32)
+        (got,), (want,) = fast.run([x]), slow.run([x])
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    # The compiled predictor writes only its output: the intermediates live in its arena (their
+    # blobs exist, created empty as Caffe2's CreateNet does, but hold nothing).
+    assert isinstance(fast.ws.get("prob"), np.ndarray) and fast.ws.get("pool") is None
+    assert isinstance(slow.ws.get("pool"), np.ndarray)
