@@ -247,6 +247,25 @@ def _max_pool_2x2(xf, yf, planes, h, w, oh, ow, lowest):
 
 
 @njit(**_OPTS)
+def _row_taps(xb, a, h, w, kh, kw, sh, pt, pl, sw, ow, rows, los, his):
+    """The in-bounds kernel taps of output row ``a``: for tap t, outputs b in [los[t], his[t]) read
+    input element rows[t] + b*sw. Returns the tap count (rows/los/his hold kh*kw entries)."""
+    n = 0
+    for i in range(kh):
+        ih = a * sh - pt + i
+        if ih < 0 or ih >= h:
+            continue
+        for j in range(kw):
+            off = j - pl
+            lo, hi = _valid_range(ow, sw, off, w)
+            rows[n] = U(xb + ih * w + off)
+            los[n] = lo
+            his[n] = hi
+            n += 1
+    return n
+
+
+@njit(**_OPTS)
 def max_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
     xf = x.reshape(x.size)
     yf = y.reshape(y.size)
@@ -254,25 +273,16 @@ def max_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
     if kh == 2 and kw == 2 and sh == 2 and sw == 2 and pt == 0 and pl == 0 and 2 * oh <= h and 2 * ow <= w:
         _max_pool_2x2(xf, yf, planes, h, w, oh, ow, lowest)
         return
+    rows, los, his = np.empty(kh * kw, np.uint64), np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)
     for p_ in range(planes):
-        xb = p_ * h * w
         for a in range(oh):
             yrow = U(p_ * oh * ow + a * ow)
             for b in range(ow):
                 yf[yrow + U(b)] = lowest
-            for i in range(kh):
-                ih = a * sh - pt + i
-                if ih < 0 or ih >= h:
-                    continue
-                for j in range(kw):
-                    off = j - pl
-                    lo, hi = _valid_range(ow, sw, off, w)
-                    xrow = U(xb + ih * w + off)
-                    for b in range(lo, hi):
-                        v = xf[xrow + U(b * sw)]
-                        cur = yf[yrow + U(b)]
-                        # NaN wins and then stays (v > NaN and NaN != NaN are both false for v).
-                        yf[yrow + U(b)] = v if (v > cur or v != v) else cur
+            for t in range(_row_taps(p_ * h * w, a, h, w, kh, kw, sh, pt, pl, sw, ow, rows, los, his)):
+                for b in range(los[t], his[t]):
+                    # NaN wins and then stays (v > NaN and NaN != NaN are both false for v).
+                    yf[yrow + U(b)] = _nanmax(xf[rows[t] + U(b * sw)], yf[yrow + U(b)])
 
 
 @njit(**_OPTS)
@@ -343,21 +353,14 @@ def average_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_p
     xf = x.reshape(x.size)
     yf = y.reshape(y.size)
     acc = np.zeros(ow, np.float64)
+    rows, los, his = np.empty(kh * kw, np.uint64), np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)
     for p_ in range(planes):
-        xb = p_ * h * w
         for a in range(oh):
             yrow = U(p_ * oh * ow + a * ow)
             acc[:] = 0
-            for i in range(kh):
-                ih = a * sh - pt + i
-                if ih < 0 or ih >= h:
-                    continue
-                for j in range(kw):
-                    off = j - pl
-                    lo, hi = _valid_range(ow, sw, off, w)
-                    xrow = U(xb + ih * w + off)
-                    for b in range(lo, hi):
-                        acc[b] += xf[xrow + U(b * sw)]
+            for t in range(_row_taps(p_ * h * w, a, h, w, kh, kw, sh, pt, pl, sw, ow, rows, los, his)):
+                for b in range(los[t], his[t]):
+                    acc[b] += xf[rows[t] + U(b * sw)]
             # A window wholly in padding divides 0 by 0: NaN, as the reference (and Caffe2).
             for b in range(ow):
                 yf[yrow + U(b)] = acc[b] / _divisor(a, b, h, w, kh, kw, sh, sw, pt, pl, include_pad)
@@ -369,22 +372,15 @@ def average_pool2d_gradient(dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow
     dxf = dx.reshape(dx.size)
     dxf[:] = 0
     share = np.empty(ow, dx.dtype)
+    rows, los, his = np.empty(kh * kw, np.uint64), np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)
     for p_ in range(planes):
-        xb = p_ * h * w
         for a in range(oh):
             yrow = U(p_ * oh * ow + a * ow)
             for b in range(ow):
                 share[b] = dyf[yrow + U(b)] / _divisor(a, b, h, w, kh, kw, sh, sw, pt, pl, include_pad)
-            for i in range(kh):
-                ih = a * sh - pt + i
-                if ih < 0 or ih >= h:
-                    continue
-                for j in range(kw):
-                    off = j - pl
-                    lo, hi = _valid_range(ow, sw, off, w)
-                    xrow = U(xb + ih * w + off)
-                    for b in range(lo, hi):
-                        dxf[xrow + U(b * sw)] += share[b]
+            for t in range(_row_taps(p_ * h * w, a, h, w, kh, kw, sh, pt, pl, sw, ow, rows, los, his)):
+                for b in range(los[t], his[t]):
+                    dxf[rows[t] + U(b * sw)] += share[b]
 
 
 # ConvGradient's output sets, one entry point each (the driver passes only real outputs).
