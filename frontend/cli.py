@@ -301,6 +301,8 @@ register_command("mnist-db", module="netjit.mnist_data",
                  help="write the tutorial's MNIST train/test DBs (a split of the real 10,000 test digits)")
 register_command("bench", module="netjit.bench",
                  help="time RunNet, RunNetOnce, the reference executor and the compiled net per call")
+register_command("cache", module="netjit.kernel_cache",
+                 help="show the on-disk kernel cache, or trim it (--older-than DAYS, --max-size MB, --clear)")
 
 if __name__ == "__main__":
     sys.exit(main())

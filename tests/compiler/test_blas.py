@@ -139,3 +139,13 @@ def test_held_output_is_never_overwritten():
     np.testing.assert_array_equal(view, before_view)
     ref = run_reference(_relu_net(), {"X": -x})
     assert_same_blobs(ref, ws)
+
+
+def test_empty_inner_dimension_writes_zeros():
+    # k == 0 with beta 0: C is set to zero even where it held NaN (FC over zero features).
+    @njit
+    def run(a, b, c):
+        blas.gemm(False, True, 2, 3, 0, 1.0, a, 0, 1, b, 0, 1, 0.0, c, 0, 3)
+    c = np.full(6, np.nan, np.float32)
+    run(np.zeros(1, np.float32), np.zeros(1, np.float32), c)
+    np.testing.assert_array_equal(c, np.zeros(6, np.float32))
