@@ -168,7 +168,7 @@ def _constant_dtype(args: Args) -> np.dtype:
 
 
 @_defiller("ConstantFill", args=[arg("value", "any"), arg("dtype", "int", DT.FLOAT)],
-           dtype_of=_constant_dtype)
+           dtype_of=_constant_dtype, validate=constant_fill_type)
 def constant_fill(ctx, *inputs):
     """Every element = ``value``; dtype by Caffe2's ConstantFill rules (see constant_fill_type)."""
     try:

@@ -179,6 +179,10 @@ class OpDef:
     # Per-backend kernels, filled in by codegen modules: {"numba-cpu": ..., "numba-cuda": ...}.
     kernels: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
+    # Argument-value checks Caffe2 made when it constructed the op (an unknown LearningRate policy,
+    # a ConstantFill value that does not fit its dtype): raise ValueError. Run by ``check``, so a
+    # bad net fails at CreateNet, not at its first run.
+    validate: Callable[[Args], None] | None = None
 
     def decode_args(self, op: Any) -> Args:
         """Decode ``op.arg`` by this schema, strictly typed; raise OpSchemaError naming the argument."""
@@ -221,7 +225,10 @@ class OpDef:
             if i < n_in and o < n_out and op.input[i] != op.output[o]:
                 raise OpSchemaError(f"output {o} ({op.output[o]!r}) must be the same blob as input {i} "
                                     f"({op.input[i]!r})")
-        return self.decode_args(op)
+        args = self.decode_args(op)
+        if self.validate is not None:
+            self.validate(args)
+        return args
 
     def allows_inplace(self, i: int, o: int) -> bool:
         rule = self.schema.inplace
@@ -297,6 +304,7 @@ def defop(op_type: str, *, inputs: int | tuple[int, int], outputs: int | tuple[i
           infer: Callable | None = None, expr: str | None = None, gradient: GradientMaker | None = None,
           grad_copy_args: bool = True, no_gradient_reason: str | None = None,
           check_counts: Callable[[int, int], str | None] | None = None,
+          validate: Callable[[Args], None] | None = None,
           ) -> Callable[[Callable[..., Any]], OpDef]:
     """Declare an op; decorates its numpy reference ``fn(ctx, *inputs) -> output | tuple``."""
     schema = Schema(inputs=_counts(inputs), outputs=_counts(outputs), args=tuple(args),
@@ -306,7 +314,8 @@ def defop(op_type: str, *, inputs: int | tuple[int, int], outputs: int | tuple[i
     def wrap(fn: Callable[..., Any]) -> OpDef:
         return register(OpDef(type=op_type, schema=schema, category=category, reference=fn, infer=infer,
                               expr=expr, gradient=gradient, grad_copy_args=grad_copy_args,
-                              no_gradient_reason=no_gradient_reason, doc=(fn.__doc__ or "").strip()))
+                              no_gradient_reason=no_gradient_reason, doc=(fn.__doc__ or "").strip(),
+                              validate=validate))
     return wrap
 
 
@@ -316,4 +325,4 @@ def alias(new_type: str, existing: str) -> OpDef:
     return register(OpDef(type=new_type, schema=base.schema, category=base.category, reference=base.reference,
                           infer=base.infer, expr=base.expr, gradient=base.gradient,
                           grad_copy_args=base.grad_copy_args, no_gradient_reason=base.no_gradient_reason,
-                          kernels=base.kernels, doc=base.doc))
+                          kernels=base.kernels, doc=base.doc, validate=base.validate))

@@ -148,8 +148,14 @@ def _lr_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
     return [TensorType((), _F32)]
 
 
+def _lr_validate(args: Args) -> None:
+    # The schedule's own argument checks run on a probe iteration (they do not depend on it).
+    with np.errstate(all="ignore"):
+        learning_rate_value(args, 0)
+
+
 @defop("LearningRate", inputs=1, outputs=1, args=LR_ARGS, category=OPAQUE, infer=_lr_infer,
-       gradient=no_gradient)
+       gradient=no_gradient, validate=_lr_validate)
 def learning_rate(ctx, it):
     """A 0-d float32 tensor: base_lr · f(iter) for the schedule named by ``policy``."""
     step = read_iter(ctx, it, 0)

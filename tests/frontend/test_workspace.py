@@ -171,3 +171,22 @@ def test_compiled_predictor_keeps_intermediates_private_and_matches_reference():
     # blobs exist, created empty as Caffe2's CreateNet does, but hold nothing).
     assert isinstance(fast.ws.get("prob"), np.ndarray) and fast.ws.get("pool") is None
     assert isinstance(slow.ws.get("pool"), np.ndarray)
+
+
+@pytest.mark.parametrize("executor_name", ["compiled", "reference"])
+@pytest.mark.parametrize("make,message", [
+    (lambda n: n.LearningRate(["it"], ["lr"], base_lr=0.1, policy="bogus"), "unknown learning rate policy"),
+    (lambda n: n.LearningRate(["it"], ["lr"], base_lr=0.1, policy="step", stepsize=0), "stepsize > 0"),
+    (lambda n: n.LearningRate(["it"], ["lr"], base_lr=0.1, policy="alter", active_period=0, inactive_period=0),
+     "active_period"),
+    (lambda n: n.ConstantFill([], ["c"], shape=[2], value=1.5, dtype=caffe2_pb2.TensorProto.INT32), "must be an int"),
+    (lambda n: n.ConstantFill([], ["c"], shape=[2], value=300, dtype=caffe2_pb2.TensorProto.UINT8), "does not fit"),
+])
+def test_bad_argument_values_fail_at_create_net(executor_name, make, message):
+    from netjit.bench import executor
+    net = core.Net("badargs")
+    make(net)
+    workspace.FeedBlob("it", np.array([3], np.int64))
+    with executor(executor_name), pytest.raises(OpError, match=message) as info:
+        workspace.CreateNet(net)
+    assert "badargs" in str(info.value) and "op #0" in str(info.value)
