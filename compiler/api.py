@@ -365,7 +365,5 @@ def compiled_runner(net: caffe2_pb2.NetDef, ws: Workspace, outputs: list[str] | 
     """The runner ``workspace.CreateNet``/``RunNet``/``RunNetOnce`` use: Caffe2's construction
     checks, then compiled runs that leave every written blob visible with Caffe2's value; with
     ``outputs`` (a private workspace, as a Predictor's) only those blobs and updated parameters."""
-    if outputs is None:
-        return CompiledRunner(get_compiled(net), ws, check=True)
     return CompiledRunner(get_compiled(net, outputs, outputs), ws, check=True)
 

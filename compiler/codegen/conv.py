@@ -37,7 +37,7 @@ def _window_2d(g: Geometry) -> tuple[int, ...] | None:
     return None
 
 
-def _typed_floats(node: Node, values: Mapping[str, Value], names: tuple[str, ...]) -> np.dtype | None:
+def _typed_floats(values: Mapping[str, Value], names: tuple[str, ...]) -> np.dtype | None:
     vals = [values[v] for v in names]
     if not all(v.typed for v in vals) or len({v.dtype for v in vals}) != 1 or vals[0].dtype not in FLOATS:
         return None
@@ -71,7 +71,7 @@ def _host_head(node: Node, values: Mapping[str, Value], shape: tuple[int, ...], 
 def conv_head(node: Node, values: Mapping[str, Value]) -> ProducerCode | None:
     ins = [values[i] for i in node.inputs]
     out = values[node.outputs[0]]
-    dtype = _typed_floats(node, values, tuple(node.inputs))
+    dtype = _typed_floats(values, tuple(node.inputs))
     if dtype is None or not out.typed or out.dtype != dtype:
         return None
     shape = tuple(out.shape)
@@ -100,7 +100,7 @@ def conv_head(node: Node, values: Mapping[str, Value]) -> ProducerCode | None:
 
 def conv_gradient(node: Node, values: Mapping[str, Value]) -> tuple[Any, list[Param]] | None:
     """ConvGradient [X, W, dY] -> [dW, (db), (dX)] as one kernel (outputs per ``no_bias`` and count)."""
-    if len(node.inputs) != 3 or _typed_floats(node, values, tuple(node.inputs) + tuple(node.outputs)) is None:
+    if len(node.inputs) != 3 or _typed_floats(values, tuple(node.inputs) + tuple(node.outputs)) is None:
         return None
     x, w = values[node.inputs[0]], values[node.inputs[1]]
     try:
@@ -128,7 +128,7 @@ def conv_gradient(node: Node, values: Mapping[str, Value]) -> tuple[Any, list[Pa
 def _pool_dims(node: Node, values: Mapping[str, Value]) -> tuple[int, ...] | None:
     """(planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow) for a channel-first 1-D/2-D pool, else None."""
     x = values[node.inputs[0]]
-    if _typed_floats(node, values, (node.inputs[0],) + tuple(node.outputs)) is None:
+    if _typed_floats(values, (node.inputs[0],) + tuple(node.outputs)) is None:
         return None
     try:
         spec, g, _ = pool_setup(node.attrs, x.shape)
