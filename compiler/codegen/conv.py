@@ -44,9 +44,10 @@ def _typed_floats(values: Mapping[str, Value], names: tuple[str, ...]) -> np.dty
     return vals[0].dtype
 
 
-def conv_dims(node: Node, values: Mapping[str, Value], has_bias: bool) -> tuple[int, ...] | None:
-    """The 16 ints ``windows.conv2d`` takes (DIM_NAMES order), or None when the kernel does not apply.
-    ``has_bias``: the third input is Conv's bias (ConvGradient's third input is dY)."""
+def _conv_window(node: Node, values: Mapping[str, Value], has_bias: bool):
+    """(ConvSetup, the 16 ints ``windows.conv2d`` takes in DIM_NAMES order or None when the kernel
+    does not apply (NHWC, 3-D)), or None when the shapes do not check. ``has_bias``: the third
+    input is Conv's bias (ConvGradient's third input is dY)."""
     x, w = values[node.inputs[0]], values[node.inputs[1]]
     b = values[node.inputs[2]] if has_bias and len(node.inputs) > 2 else None
     try:
@@ -55,62 +56,54 @@ def conv_dims(node: Node, values: Mapping[str, Value], has_bias: bool) -> tuple[
         return None
     win = _window_2d(s.g)
     if not s.channel_first or win is None:
-        return None
+        return s, None
     h, wd, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow = win
-    return (s.n, s.c, h, wd, s.m, s.spec.group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-
-
-def _host_head(node: Node, values: Mapping[str, Value], shape: tuple[int, ...], bias_view: Any) -> ProducerCode:
-    raw = f"{node.outputs[0]}#raw"
-    operands: tuple = ((BUFFER, shape),) if bias_view is None else ((BUFFER, shape), (node.inputs[2], bias_view))
-    return ProducerCode(inputs=tuple(node.inputs[:2]), dims=(), pre=lambda names: [],
-                        expr="x0" if bias_view is None else "x0 + x1", operands=operands,
-                        dtype=values[node.outputs[0]].dtype, host=True, raw=raw)
+    return s, (s.n, s.c, h, wd, s.m, s.spec.group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
 
 
 def conv_head(node: Node, values: Mapping[str, Value]) -> ProducerCode | None:
-    ins = [values[i] for i in node.inputs]
+    """Conv's raw result from ``windows.conv2d`` (NCHW 1-D/2-D) or from its numpy reference (a host
+    head: NHWC, 3-D), then ``+ bias`` per element in the group's loop."""
     out = values[node.outputs[0]]
     dtype = _typed_floats(values, tuple(node.inputs))
-    if dtype is None or not out.typed or out.dtype != dtype:
+    window = _conv_window(node, values, has_bias=True)
+    if dtype is None or not out.typed or out.dtype != dtype or window is None:
         return None
     shape = tuple(out.shape)
-    bias_view = None
+    operands: tuple = ((BUFFER, shape),)
     if len(node.inputs) == 3:
-        order = node.attrs.get("order", "NCHW") or "NCHW"
-        m = ins[2].size
+        m = values[node.inputs[2]].size
         try:
-            bias_view = channel_view(order, shape, m)
+            bias_view = channel_view(node.attrs.get("order", "NCHW") or "NCHW", shape, m)
         except ValueError:
             return None
         if int(np.prod(bias_view)) != m:
             return None
-    dims = conv_dims(node, values, has_bias=True)
+        operands += ((node.inputs[2], bias_view),)
+    expr = "x0" if len(operands) == 1 else "x0 + x1"
+    dims = window[1]
     if dims is None:
-        return _host_head(node, values, shape, bias_view)
+        return ProducerCode(inputs=tuple(node.inputs[:2]), dims=(), pre=lambda names: [], expr=expr,
+                            operands=operands, dtype=dtype, host=True, raw=f"{node.outputs[0]}#raw")
 
     def pre(names: dict[str, str]) -> list[str]:
         args = ", ".join(names[d] for d in DIM_NAMES)
         return [f"windows.conv2d({names['in0']}, {names['in1']}, {names['P']}, {args})"]
 
-    operands: tuple = ((BUFFER, shape),) if bias_view is None else ((BUFFER, shape), (node.inputs[2], bias_view))
-    return ProducerCode(inputs=tuple(node.inputs[:2]), dims=tuple(zip(DIM_NAMES, dims)), pre=pre,
-                        expr="x0" if bias_view is None else "x0 + x1", operands=operands, dtype=dtype)
+    return ProducerCode(inputs=tuple(node.inputs[:2]), dims=tuple(zip(DIM_NAMES, dims)), pre=pre, expr=expr,
+                        operands=operands, dtype=dtype)
+
+
+_GRADIENT_KERNELS = {(False, False): windows.conv2d_grad_w, (True, False): windows.conv2d_grad_wb,
+                     (False, True): windows.conv2d_grad_wx, (True, True): windows.conv2d_grad_wbx}
 
 
 def conv_gradient(node: Node, values: Mapping[str, Value]) -> tuple[Any, list[Param]] | None:
     """ConvGradient [X, W, dY] -> [dW, (db), (dX)] as one kernel (outputs per ``no_bias`` and count)."""
     if len(node.inputs) != 3 or _typed_floats(values, tuple(node.inputs) + tuple(node.outputs)) is None:
         return None
-    x, w = values[node.inputs[0]], values[node.inputs[1]]
-    try:
-        s = conv_setup(node.attrs, x.shape, w.shape)
-    except (ConvPoolArgError, ValueError, TypeError):
-        return None
-    if tuple(values[node.inputs[2]].shape) != s.out_shape:
-        return None
-    dims = conv_dims(node, values, has_bias=False)
-    if dims is None:
+    window = _conv_window(node, values, has_bias=False)
+    if window is None or window[1] is None or tuple(values[node.inputs[2]].shape) != window[0].out_shape:
         return None
     no_bias = bool(node.attrs.get("no_bias", False))
     n_out = len(node.outputs)
@@ -118,69 +111,42 @@ def conv_gradient(node: Node, values: Mapping[str, Value]) -> tuple[Any, list[Pa
     with_dx = n_out == (2 if no_bias else 3)
     if n_out != 1 + int(with_db) + int(with_dx):
         return None
-    fn = {(False, False): windows.conv2d_grad_w, (True, False): windows.conv2d_grad_wb,
-          (False, True): windows.conv2d_grad_wx, (True, True): windows.conv2d_grad_wbx}[(with_db, with_dx)]
     params = [Param("in", v) for v in node.inputs] + [Param("out", o) for o in node.outputs] + \
-             [Param("dim", d) for d in dims]
-    return fn, params
+             [Param("dim", d) for d in window[1]]
+    return _GRADIENT_KERNELS[(with_db, with_dx)], params
 
 
-def _pool_dims(node: Node, values: Mapping[str, Value]) -> tuple[int, ...] | None:
-    """(planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow) for a channel-first 1-D/2-D pool, else None."""
+def _pool_window(node: Node, values: Mapping[str, Value], n_inputs: int):
+    """(planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow) of a channel-first 1-D/2-D pool whose inputs
+    after X (a gradient's Y, dY) have the pooled shape; None otherwise."""
     x = values[node.inputs[0]]
-    if _typed_floats(values, (node.inputs[0],) + tuple(node.outputs)) is None:
+    if len(node.inputs) != n_inputs or _typed_floats(values, tuple(node.inputs) + tuple(node.outputs)) is None:
         return None
     try:
-        spec, g, _ = pool_setup(node.attrs, x.shape)
+        spec, g, out_shape = pool_setup(node.attrs, x.shape)
     except (ConvPoolArgError, ValueError, TypeError):
         return None
     win = _window_2d(g)
     if not spec.channel_first or win is None:
         return None
+    if any(tuple(values[v].shape) != out_shape for v in node.inputs[1:]):
+        return None     # the kernels do not check Y/dY themselves
     h, w, kh, kw, sh, sw, pt, pl, _, _, oh, ow = win
     return (x.shape[0] * x.shape[1], h, w, kh, kw, sh, sw, pt, pl, oh, ow)
 
 
-def _grad_shapes_ok(node: Node, values: Mapping[str, Value], first: int) -> bool:
-    # [X, Y, dY]: Y (when read) and dY must have the pooled shape; the kernel does not check.
-    x = values[node.inputs[0]]
-    try:
-        _, _, out_shape = pool_setup(node.attrs, x.shape)
-    except (ConvPoolArgError, ValueError, TypeError):
-        return False
-    return all(values[v].typed and tuple(values[v].shape) == out_shape and values[v].dtype == x.dtype
-               for v in node.inputs[first:])
+def _pool_kernel(fn: Any, n_inputs: int, reads: slice, with_include: bool):
+    def make(node: Node, values: Mapping[str, Value]):
+        dims = _pool_window(node, values, n_inputs)
+        if dims is None:
+            return None
+        extra = [Param("dim", int(bool(node.attrs.get("count_include_pad", False))))] if with_include else []
+        return fn, [Param("in", v) for v in node.inputs[reads]] + [Param("out", node.outputs[0])] + \
+            [Param("dim", d) for d in dims] + extra
+    return make
 
 
-def max_pool(node: Node, values: Mapping[str, Value]):
-    dims = _pool_dims(node, values)
-    if dims is None:
-        return None
-    return windows.max_pool2d, [Param("in", node.inputs[0]), Param("out", node.outputs[0])] + \
-        [Param("dim", d) for d in dims]
-
-
-def average_pool(node: Node, values: Mapping[str, Value]):
-    dims = _pool_dims(node, values)
-    if dims is None:
-        return None
-    include = int(bool(node.attrs.get("count_include_pad", False)))
-    return windows.average_pool2d, [Param("in", node.inputs[0]), Param("out", node.outputs[0])] + \
-        [Param("dim", d) for d in dims] + [Param("dim", include)]
-
-
-def max_pool_gradient(node: Node, values: Mapping[str, Value]):
-    dims = _pool_dims(node, values)
-    if dims is None or len(node.inputs) != 3 or not _grad_shapes_ok(node, values, 1):
-        return None
-    return windows.max_pool2d_gradient, [Param("in", v) for v in node.inputs] + \
-        [Param("out", node.outputs[0])] + [Param("dim", d) for d in dims]
-
-
-def average_pool_gradient(node: Node, values: Mapping[str, Value]):
-    dims = _pool_dims(node, values)
-    if dims is None or len(node.inputs) != 3 or not _grad_shapes_ok(node, values, 2):
-        return None
-    include = int(bool(node.attrs.get("count_include_pad", False)))
-    return windows.average_pool2d_gradient, [Param("in", node.inputs[2]), Param("out", node.outputs[0])] + \
-        [Param("dim", d) for d in dims] + [Param("dim", include)]
+max_pool = _pool_kernel(windows.max_pool2d, 1, slice(0, 1), False)
+average_pool = _pool_kernel(windows.average_pool2d, 1, slice(0, 1), True)
+max_pool_gradient = _pool_kernel(windows.max_pool2d_gradient, 3, slice(0, 3), False)
+average_pool_gradient = _pool_kernel(windows.average_pool2d_gradient, 3, slice(2, 3), True)   # reads dY only

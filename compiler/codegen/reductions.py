@@ -10,6 +10,7 @@ from numba import njit
 
 from netjit.compiler.codegen.loops import Param
 from netjit.compiler.ir import Node, Value
+from netjit.compiler.ops.activations import softmax_rows
 
 FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
@@ -128,7 +129,6 @@ def softmax_gradient_kernel(n, d, y, dy, dx):
 
 
 def _softmax_rows(node: Node, values: Mapping[str, Value]) -> tuple[int, int] | None:
-    from netjit.compiler.ops.activations import _rows as softmax_rows
     vals = [values[v] for v in node.inputs + node.outputs]
     if not all(v.typed for v in vals) or len({v.dtype for v in vals}) != 1 or vals[0].dtype not in FLOATS:
         return None

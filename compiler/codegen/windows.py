@@ -86,7 +86,9 @@ def im2col(x, xbase, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, col, ld, c
 
 @njit(**_OPTS)
 def col2im_add(col, ld, cbase, dx, xbase, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """The adjoint of im2col: dx[...] += col[...] over every in-bounds tap."""
+    """The adjoint of im2col: dx[...] += col[...] over every in-bounds tap. It walks the taps as
+    im2col does, spelled out again: one flattened tap loop with a shared helper measured 25 % slower
+    on LeNet's conv2."""
     for ci in range(c):
         for i in range(kh):
             h_off = i * dh - pt

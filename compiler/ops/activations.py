@@ -108,7 +108,7 @@ def elu_gradient(ctx, y, dy):
 # --------------------------------------------------------------------------------------------
 # Softmax
 # --------------------------------------------------------------------------------------------
-def _rows(shape: tuple[int, ...], axis: int) -> tuple[int, int]:
+def softmax_rows(shape: tuple[int, ...], axis: int) -> tuple[int, int]:
     """Caffe2's 2-D view of a Softmax input: [prod(dims[:axis]), prod(dims[axis:])]."""
     ndim = len(shape)
     if not -ndim <= axis < ndim:
@@ -118,7 +118,7 @@ def _rows(shape: tuple[int, ...], axis: int) -> tuple[int, int]:
 
 
 def _softmax_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
-    _rows(tuple(inputs[0].shape), args.axis)
+    softmax_rows(tuple(inputs[0].shape), args.axis)
     return infer_float(args, inputs)
 
 
@@ -132,7 +132,7 @@ def softmax(ctx, x):
     subtracted first, so large logits do not overflow."""
     x = require_float(ctx, x)
     try:
-        n, d = _rows(x.shape, ctx.args.axis)
+        n, d = softmax_rows(x.shape, ctx.args.axis)
     except ValueError as err:
         raise ctx.error(str(err), blob=ctx.input_name(0)) from None
     if x.size == 0:
@@ -148,7 +148,7 @@ def softmax_gradient(ctx, y, dy):
     if y.shape != dy.shape:
         raise ctx.error(f"Y {y.shape} and dY {dy.shape} must have the same shape", blob=ctx.input_name(1))
     try:
-        n, d = _rows(y.shape, ctx.args.axis)
+        n, d = softmax_rows(y.shape, ctx.args.axis)
     except ValueError as err:
         raise ctx.error(str(err), blob=ctx.input_name(0)) from None
     if y.size == 0:

@@ -17,6 +17,7 @@ from netjit.compiler.ops.registry import BROADCAST, ELEMWISE, all_ops
 from netjit.proto import caffe2_pb2
 from netjit.runtime.errors import NetJitError
 from tests.compiler.helpers import assert_same_blobs, netdef, op, plan_of, run_compiled, run_reference
+from tests.ops.harness import run_op
 
 DT = caffe2_pb2.TensorProto
 # Values for arguments an op requires (no default), and non-default values to exercise.
@@ -75,7 +76,7 @@ def _special_cases(name: str, rng):
                 if name == "Conv1DGradient" and len(xs) != 3 or name == "Conv2DGradient" and len(xs) != 4:
                     continue
                 x, w = f(*xs, dt=dt), f(*ws_, dt=dt)
-                dy = f(*_conv_out(x, w, args), dt=dt)
+                dy = f(*run_op("Conv", [x, w], **args)[0].shape, dt=dt)
                 for outs, extra in ((["dW", "db", "dX"], {}), (["dW", "db"], {}), (["dW", "dX"], {"no_bias": 1}),
                                     (["dW"], {"no_bias": 1})):
                     yield {"X": x, "W": w, "dY": dy}, {**args, **extra}, outs
@@ -96,8 +97,8 @@ def _special_cases(name: str, rng):
                             xn.reshape(-1)[::7] = np.nan
                             yield {"X": xn}, a, ["Y"]
                         continue
-                    dy = f(*_pool_out(kind, x, a), dt=dt)
-                    yield {"X": x, "Y": _run_ref(kind, x, a), "dY": dy}, a, ["dX"]
+                    y = run_op(kind, [x], **a)[0]
+                    yield {"X": x, "Y": y, "dY": f(*y.shape, dt=dt)}, a, ["dX"]
         elif name in ("Softmax", "SoftmaxGradient"):
             for shape, args in (((4, 10), {}), ((2, 3, 4), {"axis": 2}), ((2, 3, 4), {}), ((5,), {"axis": 0})):
                 x = f(*shape, dt=dt) * 5
@@ -135,28 +136,6 @@ POOL_CASES = [
 ]
 CONV_GRADIENTS = ("ConvGradient", "Conv1DGradient", "Conv2DGradient")
 POOLS = tuple(f"{k}{d}{g}" for k in ("MaxPool", "AveragePool") for d in ("", "1D", "2D") for g in ("", "Gradient"))
-
-
-def _run_ref(op_type: str, x: np.ndarray, args: dict[str, Any]) -> np.ndarray:
-    from netjit.compiler.reference import run_operator_once
-    from netjit.proto.args import make_op
-    from netjit.runtime.workspace import Workspace
-    ws = Workspace("case")
-    ws.feed("x", x)
-    run_operator_once(make_op(op_type, ["x"], ["y"], **args), ws)
-    return ws.fetch("y")
-
-
-def _conv_out(x: np.ndarray, w: np.ndarray, args: dict[str, Any]) -> tuple[int, ...]:
-    from netjit.compiler.ops.conv import conv_setup
-    from netjit.compiler.ops.registry import lookup
-    from netjit.proto.args import make_op
-    opdef = lookup("Conv")
-    return conv_setup(opdef.decode_args(make_op("Conv", ["x", "w"], ["y"], **args)), x.shape, w.shape).out_shape
-
-
-def _pool_out(kind: str, x: np.ndarray, args: dict[str, Any]) -> tuple[int, ...]:
-    return _run_ref(kind, x, args).shape
 
 
 def _arg_sets(name: str) -> list[dict[str, Any]]:
