@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from netjit.compiler.codegen.blas import blas_threads
 from netjit.compiler.ir import Graph, Node
 from netjit.compiler.ops.registry import lookup
 from netjit.proto import caffe2_pb2
@@ -54,6 +55,7 @@ class _Env:
     refcount = staticmethod(sys.getrefcount)
     inf = math.inf
     nan = math.nan
+    blas_threads = staticmethod(blas_threads)
 
 
 def _describe(value: Any) -> str:

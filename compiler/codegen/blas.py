@@ -22,12 +22,16 @@ from typing import Any
 import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core.extending import intrinsic
+
+from netjit.compiler.codegen.parallel import MIN_WORK, PARALLEL, part, team_size
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 SGEMM_SYMBOL = "netjit_cblas_sgemm_ilp64"
 DGEMM_SYMBOL = "netjit_cblas_dgemm_ilp64"
+SET_THREADS_SYMBOL = "netjit_blas_set_num_threads"
+GET_THREADS_SYMBOL = "netjit_blas_get_num_threads"
 
 _i32, _i64 = ctypes.c_int32, ctypes.c_int64
 _P = ctypes.c_void_p
@@ -37,8 +41,9 @@ def _argtypes(real: Any) -> list[Any]:
     return [_i32, _i32, _i32, _i64, _i64, _i64, real, _P, _i64, _P, _i64, real, _P, _i64]
 
 
-def _find_numpy_openblas() -> tuple[Any, Any, str] | None:
-    """(sgemm, dgemm, library path) from the OpenBLAS numpy loaded, or None."""
+def _find_numpy_openblas() -> tuple[Any, Any, Any, Any, str] | None:
+    """(sgemm, dgemm, set_num_threads, get_num_threads, library path) from the OpenBLAS numpy
+    loaded, or None."""
     import numpy
     root = os.path.dirname(os.path.dirname(numpy.__file__))
     candidates = sorted(glob.glob(os.path.join(root, "numpy.libs", "*openblas*")))
@@ -47,10 +52,13 @@ def _find_numpy_openblas() -> tuple[Any, Any, str] | None:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for s_name, d_name in (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_", "cblas_dgemm64_")):
-            s, d = getattr(lib, s_name, None), getattr(lib, d_name, None)
-            if s is not None and d is not None:
-                return s, d, path
+        for prefix, suffix in (("scipy_", "64_"), ("", "64_")):
+            s = getattr(lib, f"{prefix}cblas_sgemm{suffix}", None)
+            d = getattr(lib, f"{prefix}cblas_dgemm{suffix}", None)
+            put = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            if s is not None and d is not None and put is not None and get is not None:
+                return s, d, put, get, path
     return None
 
 
@@ -79,24 +87,29 @@ def _register() -> str:
     # NETJIT_BLAS=callback forces the np.dot fallback (tests use it to cover that path).
     found = None if os.environ.get("NETJIT_BLAS") == "callback" else _find_numpy_openblas()
     if found is not None:
-        s, d, path = found
-        llvm.add_symbol(SGEMM_SYMBOL, ctypes.cast(s, _P).value)
-        llvm.add_symbol(DGEMM_SYMBOL, ctypes.cast(d, _P).value)
-        return f"numpy's OpenBLAS ({os.path.basename(path)})"
+        for symbol, fn in zip((SGEMM_SYMBOL, DGEMM_SYMBOL, SET_THREADS_SYMBOL, GET_THREADS_SYMBOL), found):
+            llvm.add_symbol(symbol, ctypes.cast(fn, _P).value)
+        return f"numpy's OpenBLAS ({os.path.basename(found[-1])})"
     global _CALLBACKS
-    _CALLBACKS = (_py_gemm(np.float32), _py_gemm(np.float64))   # kept alive: LLVM holds raw addresses
-    llvm.add_symbol(SGEMM_SYMBOL, ctypes.cast(_CALLBACKS[0], _P).value)
-    llvm.add_symbol(DGEMM_SYMBOL, ctypes.cast(_CALLBACKS[1], _P).value)
+    # Kept alive: LLVM holds their raw addresses. Without OpenBLAS there is no pool to size: the
+    # thread-count pair reads 1 and ignores writes.
+    _CALLBACKS = (_py_gemm(np.float32), _py_gemm(np.float64), _THREADS_SET(lambda n: None), _THREADS_GET(lambda: 1))
+    for symbol, fn in zip((SGEMM_SYMBOL, DGEMM_SYMBOL, SET_THREADS_SYMBOL, GET_THREADS_SYMBOL), _CALLBACKS):
+        llvm.add_symbol(symbol, ctypes.cast(fn, _P).value)
     return "np.dot through a ctypes callback (no OpenBLAS found in numpy.libs)"
 
 
-_CALLBACKS: tuple[Any, Any] | None = None
+_THREADS_SET = ctypes.CFUNCTYPE(None, ctypes.c_int)
+_THREADS_GET = ctypes.CFUNCTYPE(ctypes.c_int)
+_CALLBACKS: tuple[Any, ...] | None = None
 PROVIDER = _register()
 
 _sig = [types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, None, types.voidptr,
         types.int64, types.voidptr, types.int64, None, types.voidptr, types.int64]
 _sgemm = types.ExternalFunction(SGEMM_SYMBOL, types.void(*[t or types.float32 for t in _sig]))
 _dgemm = types.ExternalFunction(DGEMM_SYMBOL, types.void(*[t or types.float64 for t in _sig]))
+_set_threads = types.ExternalFunction(SET_THREADS_SYMBOL, types.void(types.intc))
+_get_threads = types.ExternalFunction(GET_THREADS_SYMBOL, types.intc())
 
 
 @intrinsic
@@ -133,3 +146,43 @@ def gemm(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c
     else:
         _dgemm(ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), ptr_at(a, a_off), lda, ptr_at(b, b_off), ldb,
                np.float64(beta), ptr_at(c, c_off), ldc)
+
+
+@njit(cache=True, nogil=True)
+def blas_threads(n):
+    """Set OpenBLAS's thread count; returns the previous one (a no-op returning 1 without OpenBLAS)."""
+    prev = _get_threads()
+    if n != prev:
+        _set_threads(n)
+    return prev
+
+
+@njit(cache=True, nogil=True)
+def team(work):
+    """How many threads a kernel with ``work`` multiply-adds (or element visits) should use: numba's
+    team size when netjit owns the cores (the driver pinned OpenBLAS to one thread for the run, see
+    parallel.py), else 1 (the kernel runs serially and OpenBLAS threads its GEMMs as it likes)."""
+    if work < MIN_WORK or _get_threads() != 1:
+        return 1
+    return team_size()
+
+
+@njit(parallel=PARALLEL, **_OPTS)
+def pgemm(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
+    """``gemm`` cut into one block per thread (rows of C when it has more rows than columns, else
+    columns), each block a one-thread BLAS call. Small products, and calls while OpenBLAS is not
+    pinned to one thread, stay one call (see ``team``)."""
+    t_count = team(m * n * k)
+    if t_count <= 1 or m <= 0 or n <= 0:
+        gemm(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
+        return
+    by_rows = m >= n
+    for t in prange(t_count):
+        if by_rows:
+            lo, hi = part(m, t_count, t, 16)
+            gemm(trans_a, trans_b, hi - lo, n, k, alpha, a, a_off + (lo if trans_a else lo * lda), lda,
+                 b, b_off, ldb, beta, c, c_off + lo * ldc, ldc)
+        else:
+            lo, hi = part(n, t_count, t, 16)
+            gemm(trans_a, trans_b, m, hi - lo, k, alpha, a, a_off, lda,
+                 b, b_off + (lo * ldb if trans_b else lo), ldb, beta, c, c_off + lo, ldc)

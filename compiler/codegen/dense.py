@@ -1,7 +1,7 @@
 """numba-cpu kernels for the dense ops: FC as a fused-group producer (GEMM then the epilogue loop,
 which adds the bias and whatever elementwise ops fused after it) and FCGradient as its own kernel.
 
-GEMMs call numpy's own OpenBLAS through codegen/blas.py (one thread pool for the process).
+GEMMs call numpy's own OpenBLAS through codegen/blas.py, cut across netjit's threads (``pgemm``).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Mapping
 import numpy as np
 from numba import njit
 
-from netjit.compiler.codegen.blas import gemm
+from netjit.compiler.codegen.blas import pgemm
 from netjit.compiler.codegen.loops import BUFFER, Param, ProducerCode
 from netjit.compiler.ir import Node, Value
 from netjit.compiler.ops.dense import _fc_dims
@@ -33,7 +33,7 @@ def _fc_sizes(node: Node, values: Mapping[str, Value]) -> tuple[int, int, int] |
 def _gemm_pre(names: dict[str, str]) -> list[str]:
     m, k, n, p = names["m"], names["k"], names["n"], names["P"]
     # Y (m, n) = X (m, k) @ W (n, k)^T; an empty k gives zeros (beta 0 scales C to 0).
-    return [f"blas.gemm(False, True, {m}, {n}, {k}, 1.0, {names['in0']}.reshape(-1), 0, max({k}, 1), "
+    return [f"blas.pgemm(False, True, {m}, {n}, {k}, 1.0, {names['in0']}.reshape(-1), 0, max({k}, 1), "
             f"{names['in1']}.reshape(-1), 0, max({k}, 1), 0.0, {p}, 0, {n})"]
 
 
@@ -61,7 +61,7 @@ def fc_head(node: Node, values: Mapping[str, Value]) -> ProducerCode | None:
 def fc_gradient_kernel(m, k, n, x, w, dy, dw, db):
     dy2 = dy.reshape((m, n))
     # dW (n, k) = dY^T (n, m) @ X (m, k); m == 0 gives zeros (beta 0).
-    gemm(True, False, n, k, m, 1.0, dy.reshape(-1), 0, max(n, 1), x.reshape(-1), 0, max(k, 1), 0.0,
+    pgemm(True, False, n, k, m, 1.0, dy.reshape(-1), 0, max(n, 1), x.reshape(-1), 0, max(k, 1), 0.0,
          dw.reshape(-1), 0, max(k, 1))
     for j in range(n):
         acc = 0.0
@@ -74,7 +74,7 @@ def fc_gradient_kernel(m, k, n, x, w, dy, dw, db):
 def fc_gradient_dx_kernel(m, k, n, x, w, dy, dw, db, dx):
     fc_gradient_kernel(m, k, n, x, w, dy, dw, db)
     # dX (m, k) = dY (m, n) @ W (n, k)
-    gemm(False, False, m, k, n, 1.0, dy.reshape(-1), 0, max(n, 1), w.reshape(-1), 0, max(k, 1), 0.0,
+    pgemm(False, False, m, k, n, 1.0, dy.reshape(-1), 0, max(n, 1), w.reshape(-1), 0, max(k, 1), 0.0,
          dx.reshape(-1), 0, max(k, 1))
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from netjit.compiler.codegen.fills import FillMaker
+from netjit.compiler.codegen.parallel import PARALLEL
 from netjit.compiler.codegen.numba_cpu import KernelCall
 from netjit.compiler.ir import Graph, Node, Value
 from netjit.compiler.passes.buffers import BufferPlan
@@ -117,6 +118,11 @@ def generate(graph: Graph, buffers: BufferPlan, kernels: Mapping[int, KernelCall
     in_vars = [v(name) for _, name in spec.inputs]
     body(1, f"def body(W{''.join(', ' + x for x in in_vars)}):")
     body(2, "s = -1")
+    # Kernels that split work across threads want OpenBLAS on one thread while they run (see
+    # codegen/parallel.py); the run pins it and puts the caller's setting back however it ends.
+    pin = PARALLEL and any(kc.threaded for kc in kernels.values())
+    if pin:
+        body(2, "_pin = _blas(1)")
     body(2, "try:")
     body(3, "pass")
     for _, name in spec.inputs:
@@ -214,6 +220,9 @@ def generate(graph: Graph, buffers: BufferPlan, kernels: Mapping[int, KernelCall
                 store(out, 3, maybe_none=True)
     body(2, "except BaseException as e:")
     body(3, "_fail(s, e)")
+    if pin:
+        body(2, "finally:")
+        body(3, "_blas(_pin)")
     body(2, "return True")
 
     run = _Writer()
@@ -237,7 +246,7 @@ def generate(graph: Graph, buffers: BufferPlan, kernels: Mapping[int, KernelCall
     head(0, "def bind(E):")
     head(1, "_nd = E.ndarray; _empty = E.empty; _fail = E.fail; _fix = E.fix; _seq = (list, tuple)")
     head(1, "_contig = E.contig; _rc = E.refcount")
-    head(1, "_inf = E.inf; _nan = E.nan")
+    head(1, "_inf = E.inf; _nan = E.nan; _blas = E.blas_threads")
     for k in range(len(spec.kernels)):
         head(1, f"K{k} = E.kernels[{k}]")
     for c in range(len(spec.consts)):

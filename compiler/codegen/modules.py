@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from netjit.compiler.codegen import approx, blas, windows
+from netjit.compiler.codegen import approx, blas, parallel, windows
 
 DECORATOR = '@njit(cache=True, error_model="numpy", nogil=True)'
 _LOCK = threading.Lock()
@@ -51,7 +51,7 @@ def helpers_hash() -> str:
     track callees, so it goes into every kernel's source: editing a helper renames the kernels
     instead of leaving stale machine code behind."""
     digest = hashlib.sha1()
-    for module in (approx, blas, windows):
+    for module in (approx, blas, parallel, windows):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:12]
 

@@ -9,12 +9,13 @@ Per-op kernels live here, keyed by op type, so op modules stay backend-free.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from netjit.compiler.codegen import conv, dense, reductions
+from netjit.compiler.codegen import conv, dense, reductions, windows
 from netjit.compiler.codegen.elementwise import loop_ok
 from netjit.compiler.codegen.loops import Param, ProducerCode, render_group
 from netjit.compiler.codegen.modules import load_kernel
@@ -24,6 +25,11 @@ from netjit.compiler.passes.fuse import FusionRules
 DEVICE = "cpu"
 
 # OUT_FUSABLE ops that can head a fused group: node -> ProducerCode (None when not applicable).
+# Kernels that cut their work across threads: hand-written ones from these modules, generated ones
+# whose head calls into them (a conv or a split GEMM).
+_THREADED_MODULES = frozenset({windows.__name__, dense.__name__})
+_THREADED_CALL = re.compile(r"\b(windows\.\w+|blas\.pgemm)\(")
+
 HEADS: dict[str, Callable[[Node, Mapping[str, Value]], ProducerCode | None]] = {
     "FC": dense.fc_head, "Conv": conv.conv_head, "Conv1D": conv.conv_head, "Conv2D": conv.conv_head,
     "Conv3D": conv.conv_head,
@@ -53,6 +59,7 @@ class KernelCall:
     full_inputs: set[str] = field(default_factory=set)   # may be overwritten in place by an output
     host_head: Node | None = None    # a head computed by its reference first (see ProducerCode.host)
     raw: tuple[str, np.dtype, tuple[int, ...]] | None = None   # that head's result: name, dtype, shape
+    threaded: bool = False           # may split its work across threads (needs OpenBLAS pinned, parallel.py)
 
 
 def head_ok(node: Node, values: Mapping[str, Value]) -> bool:
@@ -75,7 +82,7 @@ def kernel_for(node: Node, values: Mapping[str, Value]) -> KernelCall | None:
                 return None
         lk = render_group(node, values, head)
         kc = KernelCall(load_kernel(lk.source), lk.params, lk.description, lk.source,
-                        lk.full_inputs if head is None else set())
+                        lk.full_inputs if head is None else set(), threaded=_THREADED_CALL.search(lk.source) is not None)
         if head is not None and head.host:
             kc.host_head = members[0]
             kc.raw = (head.raw, head.dtype, tuple(values[members[0].outputs[0]].shape))
@@ -87,7 +94,7 @@ def kernel_for(node: Node, values: Mapping[str, Value]) -> KernelCall | None:
     if made is None:
         return None
     fn, params = made
-    return KernelCall(fn, params, node.op)
+    return KernelCall(fn, params, node.op, threaded=getattr(fn, "py_func", fn).__module__ in _THREADED_MODULES)
 
 
 def inplace_pairs(node: Node, kernel: KernelCall | None, values: Mapping[str, Value]) -> list[tuple[str, str]]:

@@ -7,6 +7,10 @@ column matrix. Images are batched into one GEMM until it has about ``COLUMNS`` c
 BLAS runs small products (LeNet's 8x8 maps: 64 columns) far below its peak; the batched result is
 then scattered back to NCHW. Pooling is direct loops over each (image, channel) plane.
 
+Kernels with enough work cut it across threads when the driver has pinned OpenBLAS to one thread
+(codegen/parallel.py, ``blas.team``): images (or output-row bands, or GEMM blocks for one image)
+for Conv, images with private dW/db partials for ConvGradient, planes for pooling.
+
 Every kernel takes flat C-contiguous arrays and the geometry as plain ints (``Geometry`` resolved at
 plan time: head pads after legacy_pad rules, output sizes), so one compiled specialisation serves
 every shape. Out-of-bounds window taps read zero (conv) or are skipped (pooling); tail pads need no
@@ -15,9 +19,10 @@ argument because the output size already bounds the windows.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from netjit.compiler.codegen.blas import gemm
+from netjit.compiler.codegen.blas import gemm, pgemm, team
+from netjit.compiler.codegen.parallel import PARALLEL, part
 
 _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 # Flat indices go through U (uint64): numba then skips its negative-index wraparound test, which
@@ -53,8 +58,9 @@ def _valid_range(o_count, stride, offset, size):
 
 
 @njit(**_OPTS)
-def im2col(x, xbase, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, col, ld, cbase):
-    """col[q*ld + cbase + oh_i*ow + ow_i] = x[xbase + (ci*h + ih)*w + iw] (0 outside), q = (ci, i, j)."""
+def im2col(x, xbase, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, col, ld, cbase, y0, y1):
+    """col[q*ld + cbase + (y-y0)*ow + ow_i] = x[xbase + (ci*h + ih)*w + iw] (0 outside) for output
+    rows y in [y0, y1), q = (ci, i, j)."""
     zero = col.dtype.type(0)
     for ci in range(c):
         for i in range(kh):
@@ -63,8 +69,8 @@ def im2col(x, xbase, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow, col, ld, c
             for j in range(kw):
                 w_off = j * dw - pl
                 w_lo, w_hi = _valid_range(ow, sw, w_off, w)
-                row = ((ci * kh + i) * kw + j) * ld + cbase
-                for y in range(oh):
+                row = ((ci * kh + i) * kw + j) * ld + cbase - y0 * ow
+                for y in range(y0, y1):
                     dst = U(row + y * ow)
                     if y < h_lo or y >= h_hi:
                         for x_ in range(ow):
@@ -114,8 +120,38 @@ def _is_pointwise(h, w, kh, kw, sh, sw, pt, pl, oh, ow):
 
 
 @njit(**_OPTS)
+def _conv_images(xf, wf, yf, n0, n1, nb, col, tmp, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """Images [n0, n1) in chunks of ``nb``: im2col, one GEMM per group and chunk, and (chunks of
+    several images) a scatter of the (Mg, images*P) product back to NCHW."""
+    cg, mg = c // group, m // group
+    k = cg * kh * kw
+    p = oh * ow
+    for c0 in range(n0, n1, nb):
+        b = min(nb, n1 - c0)
+        ld = b * p
+        for g in range(group):
+            for i in range(b):
+                im2col(xf, ((c0 + i) * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                       col, ld, i * p, 0, oh)
+            if b == 1:
+                gemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, col, 0, p, 0.0, yf, (c0 * m + g * mg) * p, p)
+                continue
+            gemm(False, False, mg, ld, k, 1.0, wf, g * mg * k, k, col, 0, ld, 0.0, tmp, 0, ld)
+            for i in range(b):
+                for r in range(mg):
+                    dst = ((c0 + i) * m + g * mg + r) * p
+                    src = r * ld + i * p
+                    for q in range(p):
+                        yf[U(dst + q)] = tmp[U(src + q)]
+
+
+@njit(parallel=PARALLEL, **_OPTS)
 def conv2d(x, wt, y, n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """y (N, M, OH, OW) = conv of x (N, C, H, W) with wt (M, C/group, KH, KW), no bias."""
+    """y (N, M, OH, OW) = conv of x (N, C, H, W) with wt (M, C/group, KH, KW), no bias.
+
+    Threads (parallel.py): a batch is cut into one run of images per thread; a single image into
+    one band of output rows per thread (its own im2col and GEMM), or, when the bands would be
+    narrow, one im2col and a GEMM cut by output channels."""
     xf = x.reshape(x.size)
     wf = wt.reshape(wt.size)
     yf = y.reshape(y.size)
@@ -127,38 +163,132 @@ def conv2d(x, wt, y, n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, o
     if k == 0:
         yf[:] = 0
         return
+    t_count = team(n * m * p * k)
+    pointwise = _is_pointwise(h, w, kh, kw, sh, sw, pt, pl, oh, ow)
+    if t_count > 1 and n >= t_count:
+        for t in prange(t_count):
+            n0, n1 = part(n, t_count, t, 1)
+            nb = chunk_images(n1 - n0, p)
+            if nb == 1 and pointwise:
+                for i in range(n0, n1):
+                    for g in range(group):
+                        gemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, xf, (i * c + g * cg) * h * w, p,
+                             0.0, yf, (i * m + g * mg) * p, p)
+                continue
+            col = np.empty(k * nb * p, x.dtype)
+            tmp = np.empty(mg * nb * p if nb > 1 else 0, x.dtype)
+            _conv_images(xf, wf, yf, n0, n1, nb, col, tmp, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw,
+                         oh, ow)
+        return
     nb = chunk_images(n, p)
-    if nb == 1 and _is_pointwise(h, w, kh, kw, sh, sw, pt, pl, oh, ow):
+    if nb == 1 and pointwise:
         for i in range(n):
             for g in range(group):
-                gemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, xf, (i * c + g * cg) * h * w, p,
-                     0.0, yf, (i * m + g * mg) * p, p)
+                pgemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, xf, (i * c + g * cg) * h * w, p,
+                      0.0, yf, (i * m + g * mg) * p, p)
+        return
+    if t_count > 1 and oh >= t_count and p >= 128 * t_count:
+        # Bands of output rows: each thread builds the columns of its band and multiplies them.
+        for t in prange(t_count):
+            y0, y1 = part(oh, t_count, t, 1)
+            cols = (y1 - y0) * ow
+            col = np.empty(k * cols, x.dtype)
+            for i in range(n):
+                for g in range(group):
+                    im2col(xf, (i * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                           col, cols, 0, y0, y1)
+                    gemm(False, False, mg, cols, k, 1.0, wf, g * mg * k, k, col, 0, cols, 0.0, yf,
+                         (i * m + g * mg) * p + y0 * ow, p)
+        return
+    if t_count > 1:
+        # Narrow maps: one column matrix per image and group, the GEMM cut across threads.
+        col = np.empty(k * p, x.dtype)
+        for i in range(n):
+            for g in range(group):
+                im2col(xf, (i * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                       col, p, 0, 0, oh)
+                pgemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, col, 0, p, 0.0, yf, (i * m + g * mg) * p, p)
         return
     col = np.empty(k * nb * p, x.dtype)
     tmp = np.empty(mg * nb * p if nb > 1 else 0, x.dtype)
-    for n0 in range(0, n, nb):
-        b = min(nb, n - n0)
-        ld = b * p
-        for g in range(group):
-            for i in range(b):
-                im2col(xf, ((n0 + i) * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
-                       col, ld, i * p)
-            if b == 1:
-                gemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, col, 0, p, 0.0, yf, (n0 * m + g * mg) * p, p)
-                continue
-            gemm(False, False, mg, ld, k, 1.0, wf, g * mg * k, k, col, 0, ld, 0.0, tmp, 0, ld)
-            for i in range(b):
-                for r in range(mg):
-                    dst = ((n0 + i) * m + g * mg + r) * p
-                    src = r * ld + i * p
-                    for q in range(p):
-                        yf[U(dst + q)] = tmp[U(src + q)]
+    _conv_images(xf, wf, yf, 0, n, nb, col, tmp, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
 
 
 @njit(**_OPTS)
+def _conv_grad_images(xf, wf, dyf, dwf, dxf, with_dx, split, n0, n1, nb, col, dcol, gdy, pointwise,
+                      c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    """dW += (images [n0, n1)) and, with ``with_dx``, their dX (already zero), in chunks of ``nb``.
+    ``split``: cut each GEMM across threads (the caller runs on one thread)."""
+    cg, mg = c // group, m // group
+    k = cg * kh * kw
+    p = oh * ow
+    for c0 in range(n0, n1, nb):
+        b = min(nb, n1 - c0)
+        ld = b * p
+        for g in range(group):
+            # The columns (K, ld) and this group's dY as (Mg, ld): views when one image, copies else.
+            if pointwise:
+                cbuf, coff = xf, (c0 * c + g * cg) * h * w
+            else:
+                for i in range(b):
+                    im2col(xf, ((c0 + i) * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
+                           col, ld, i * p, 0, oh)
+                cbuf, coff = col, 0
+            if b == 1:
+                ybuf, yoff = dyf, (c0 * m + g * mg) * p
+            else:
+                for i in range(b):
+                    for r in range(mg):
+                        src = ((c0 + i) * m + g * mg + r) * p
+                        dst = r * ld + i * p
+                        for q in range(p):
+                            gdy[U(dst + q)] = dyf[U(src + q)]
+                ybuf, yoff = gdy, 0
+            # dW_g (Mg, K) += dY_g (Mg, ld) @ cols^T (ld, K)
+            if split:
+                pgemm(False, True, mg, k, ld, 1.0, ybuf, yoff, ld, cbuf, coff, ld, 1.0, dwf, g * mg * k, k)
+            else:
+                gemm(False, True, mg, k, ld, 1.0, ybuf, yoff, ld, cbuf, coff, ld, 1.0, dwf, g * mg * k, k)
+            if not with_dx:
+                continue
+            # dcols (K, ld) = W_g^T (K, Mg) @ dY_g (Mg, ld), then scattered back onto dX.
+            if pointwise:
+                if split:
+                    pgemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dxf,
+                          (c0 * c + g * cg) * h * w, ld)
+                else:
+                    gemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dxf,
+                         (c0 * c + g * cg) * h * w, ld)
+                continue
+            if split:
+                pgemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dcol, 0, ld)
+            else:
+                gemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dcol, 0, ld)
+            for i in range(b):
+                col2im_add(dcol, ld, i * p, dxf, ((c0 + i) * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw,
+                           pt, pl, dh, dw, oh, ow)
+
+
+@njit(**_OPTS)
+def _bias_grad(dyf, acc, n0, n1, m, p):
+    """acc[r] += sum of dY over images [n0, n1) and positions, channel r (float64 sums)."""
+    for r in range(m):
+        total = 0.0
+        for i in range(n0, n1):
+            base = (i * m + r) * p
+            for q in range(p):
+                total += dyf[U(base + q)]
+        acc[r] += total
+
+
+@njit(parallel=PARALLEL, **_OPTS)
 def conv2d_gradient(x, wt, dy, dw_, db, dx, with_db, with_dx,
                     n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """ConvGradient: dW (M, C/group, KH, KW), db (M) when ``with_db``, dX (N, C, H, W) when ``with_dx``."""
+    """ConvGradient: dW (M, C/group, KH, KW), db (M) when ``with_db``, dX (N, C, H, W) when ``with_dx``.
+
+    A batch is cut into one run of images per thread, each with its own dW (and db) partial sums,
+    added up at the end; dX rows of different images never overlap. Fewer images than threads: one
+    thread walks the images and each GEMM is cut across threads."""
     xf = x.reshape(x.size)
     wf = wt.reshape(wt.size)
     dyf = dy.reshape(dy.size)
@@ -168,58 +298,58 @@ def conv2d_gradient(x, wt, dy, dw_, db, dx, with_db, with_dx,
     k = cg * kh * kw
     p = oh * ow
     dwf[:] = 0
+    if n == 0 or m == 0 or p == 0 or k == 0:
+        if with_dx:
+            dxf[:] = 0
+        if with_db:
+            acc0 = np.zeros(m, np.float64)
+            _bias_grad(dyf, acc0, 0, n, m, p)
+            for r in range(m):
+                db[r] = acc0[r]
+        return
+    t_count = team(n * m * p * k)
+    pointwise = _is_pointwise(h, w, kh, kw, sh, sw, pt, pl, oh, ow)
+    if t_count > 1 and n >= t_count:
+        dw_parts = np.zeros((t_count, dwf.size), dwf.dtype)
+        db_parts = np.zeros((t_count, m), np.float64)
+        image = c * h * w
+        for t in prange(t_count):
+            n0, n1 = part(n, t_count, t, 1)
+            if with_db:
+                _bias_grad(dyf, db_parts[t], n0, n1, m, p)
+            if with_dx:
+                dxf[n0 * image:n1 * image] = 0
+            nb = chunk_images(n1 - n0, p)
+            flat = nb == 1 and pointwise
+            col = np.empty(0 if flat else k * nb * p, x.dtype)
+            dcol = np.empty(k * nb * p if with_dx and not flat else 0, x.dtype)
+            gdy = np.empty(mg * nb * p if nb > 1 else 0, x.dtype)
+            _conv_grad_images(xf, wf, dyf, dw_parts[t], dxf, with_dx, False, n0, n1, nb, col, dcol, gdy, flat,
+                              c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        for t in range(t_count):
+            for q in range(dwf.size):
+                dwf[q] += dw_parts[t, q]
+        if with_db:
+            for r in range(m):
+                total = 0.0
+                for t in range(t_count):
+                    total += db_parts[t, r]
+                db[r] = total
+        return
     if with_dx:
         dxf[:] = 0
     if with_db:
+        acc = np.zeros(m, np.float64)
+        _bias_grad(dyf, acc, 0, n, m, p)
         for r in range(m):
-            acc = 0.0
-            for i in range(n):
-                base = (i * m + r) * p
-                for q in range(p):
-                    acc += dyf[U(base + q)]
-            db[r] = acc
-    if n == 0 or m == 0 or p == 0 or k == 0:
-        return
+            db[r] = acc[r]
     nb = chunk_images(n, p)
-    pointwise = nb == 1 and _is_pointwise(h, w, kh, kw, sh, sw, pt, pl, oh, ow)
-    col = np.empty(0 if pointwise else k * nb * p, x.dtype)
-    dcol = np.empty(k * nb * p if with_dx and not pointwise else 0, x.dtype)
+    flat = nb == 1 and pointwise
+    col = np.empty(0 if flat else k * nb * p, x.dtype)
+    dcol = np.empty(k * nb * p if with_dx and not flat else 0, x.dtype)
     gdy = np.empty(mg * nb * p if nb > 1 else 0, x.dtype)
-    for n0 in range(0, n, nb):
-        b = min(nb, n - n0)
-        ld = b * p
-        for g in range(group):
-            # The columns (K, ld) and this group's dY as (Mg, ld): views when one image, copies else.
-            if pointwise:
-                cbuf, coff = xf, (n0 * c + g * cg) * h * w
-            else:
-                for i in range(b):
-                    im2col(xf, ((n0 + i) * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
-                           col, ld, i * p)
-                cbuf, coff = col, 0
-            if b == 1:
-                ybuf, yoff = dyf, (n0 * m + g * mg) * p
-            else:
-                for i in range(b):
-                    for r in range(mg):
-                        src = ((n0 + i) * m + g * mg + r) * p
-                        dst = r * ld + i * p
-                        for q in range(p):
-                            gdy[U(dst + q)] = dyf[U(src + q)]
-                ybuf, yoff = gdy, 0
-            # dW_g (Mg, K) += dY_g (Mg, ld) @ cols^T (ld, K)
-            gemm(False, True, mg, k, ld, 1.0, ybuf, yoff, ld, cbuf, coff, ld, 1.0, dwf, g * mg * k, k)
-            if not with_dx:
-                continue
-            # dcols (K, ld) = W_g^T (K, Mg) @ dY_g (Mg, ld), then scattered back onto dX.
-            if pointwise:
-                gemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dxf,
-                     (n0 * c + g * cg) * h * w, ld)
-                continue
-            gemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dcol, 0, ld)
-            for i in range(b):
-                col2im_add(dcol, ld, i * p, dxf, ((n0 + i) * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw,
-                           pt, pl, dh, dw, oh, ow)
+    _conv_grad_images(xf, wf, dyf, dwf, dxf, with_dx, t_count > 1, 0, n, nb, col, dcol, gdy, flat,
+                      c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,9 +365,9 @@ def _nanmax(a, b):
 
 
 @njit(**_OPTS)
-def _max_pool_2x2(xf, yf, planes, h, w, oh, ow, lowest):
+def _max_pool_2x2(xf, yf, p0, p1, h, w, oh, ow, lowest):
     """2x2 windows at stride 2, no padding, every window inside: the usual CNN downsampling."""
-    for p_ in range(planes):
+    for p_ in range(p0, p1):
         for a in range(oh):
             r0 = U(p_ * h * w + 2 * a * w)
             r1 = r0 + U(w)
@@ -268,15 +398,12 @@ def _row_taps(xb, a, h, w, kh, kw, sh, pt, pl, sw, ow, rows, los, his):
 
 
 @njit(**_OPTS)
-def max_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
-    xf = x.reshape(x.size)
-    yf = y.reshape(y.size)
-    lowest = x.dtype.type(_LOWEST)
+def _max_pool_planes(xf, yf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow, lowest):
     if kh == 2 and kw == 2 and sh == 2 and sw == 2 and pt == 0 and pl == 0 and 2 * oh <= h and 2 * ow <= w:
-        _max_pool_2x2(xf, yf, planes, h, w, oh, ow, lowest)
+        _max_pool_2x2(xf, yf, p0, p1, h, w, oh, ow, lowest)
         return
     rows, los, his = np.empty(kh * kw, np.uint64), np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)
-    for p_ in range(planes):
+    for p_ in range(p0, p1):
         for a in range(oh):
             yrow = U(p_ * oh * ow + a * ow)
             for b in range(ow):
@@ -287,18 +414,26 @@ def max_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
                     yf[yrow + U(b)] = _nanmax(xf[rows[t] + U(b * sw)], yf[yrow + U(b)])
 
 
-@njit(**_OPTS)
-def max_pool2d_gradient(x, y, dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
-    """dX += dY at every window element equal to the window's Y (ties all receive it).
-    Windows that do not overlap (kernel <= stride) store instead of accumulating."""
+@njit(parallel=PARALLEL, **_OPTS)
+def max_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
     xf = x.reshape(x.size)
     yf = y.reshape(y.size)
-    dyf = dy.reshape(dy.size)
-    dxf = dx.reshape(dx.size)
-    zero = dx.dtype.type(0)
+    lowest = x.dtype.type(_LOWEST)
+    t_count = team(planes * oh * ow * kh * kw)
+    if t_count > 1 and planes >= t_count:
+        for t in prange(t_count):
+            p0, p1 = part(planes, t_count, t, 1)
+            _max_pool_planes(xf, yf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow, lowest)
+        return
+    _max_pool_planes(xf, yf, 0, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, lowest)
+
+
+@njit(**_OPTS)
+def _max_pool_grad_planes(xf, yf, dyf, dxf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
+    zero = dxf.dtype.type(0)
     if kh == 2 and kw == 2 and sh == 2 and sw == 2 and pt == 0 and pl == 0 and 2 * oh == h and 2 * ow == w:
         # 2x2 windows tiling the input exactly: every dX element is written once, no zeroing.
-        for p_ in range(planes):
+        for p_ in range(p0, p1):
             for a in range(oh):
                 r0 = U(p_ * h * w + 2 * a * w)
                 r1 = r0 + U(w)
@@ -313,9 +448,9 @@ def max_pool2d_gradient(x, y, dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, 
                     dxf[r1 + c0] = g if xf[r1 + c0] == top else zero
                     dxf[r1 + c1] = g if xf[r1 + c1] == top else zero
         return
-    dxf[:] = 0
+    dxf[p0 * h * w:p1 * h * w] = 0
     overlap = kh > sh or kw > sw
-    for p_ in range(planes):
+    for p_ in range(p0, p1):
         xb = p_ * h * w
         yb = p_ * oh * ow
         for a in range(oh):
@@ -339,6 +474,23 @@ def max_pool2d_gradient(x, y, dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, 
                             dxf[k] = g if xf[k] == top else zero
 
 
+@njit(parallel=PARALLEL, **_OPTS)
+def max_pool2d_gradient(x, y, dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow):
+    """dX += dY at every window element equal to the window's Y (ties all receive it).
+    Windows that do not overlap (kernel <= stride) store instead of accumulating."""
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    t_count = team(planes * h * w + planes * oh * ow * kh * kw)
+    if t_count > 1 and planes >= t_count:
+        for t in prange(t_count):
+            p0, p1 = part(planes, t_count, t, 1)
+            _max_pool_grad_planes(xf, yf, dyf, dxf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow)
+        return
+    _max_pool_grad_planes(xf, yf, dyf, dxf, 0, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow)
+
+
 @njit(**_OPTS)
 def _divisor(a, b, h, w, kh, kw, sh, sw, pt, pl, include_pad):
     if include_pad:
@@ -351,12 +503,19 @@ def _divisor(a, b, h, w, kh, kw, sh, sw, pt, pl, include_pad):
 
 
 @njit(**_OPTS)
-def average_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad):
-    xf = x.reshape(x.size)
-    yf = y.reshape(y.size)
+def _average_pool_planes(xf, yf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad):
+    if oh == 1 and ow == 1 and kh == h and kw == w and pt == 0 and pl == 0:
+        # One window covering the plane (global pooling): a plain sum per plane.
+        for p_ in range(p0, p1):
+            total = 0.0
+            base = U(p_ * h * w)
+            for q in range(h * w):
+                total += xf[base + U(q)]
+            yf[p_] = total / (h * w)
+        return
     acc = np.zeros(ow, np.float64)
     rows, los, his = np.empty(kh * kw, np.uint64), np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)
-    for p_ in range(planes):
+    for p_ in range(p0, p1):
         for a in range(oh):
             yrow = U(p_ * oh * ow + a * ow)
             acc[:] = 0
@@ -368,14 +527,25 @@ def average_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_p
                 yf[yrow + U(b)] = acc[b] / _divisor(a, b, h, w, kh, kw, sh, sw, pt, pl, include_pad)
 
 
+@njit(parallel=PARALLEL, **_OPTS)
+def average_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad):
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    t_count = team(planes * oh * ow * kh * kw)
+    if t_count > 1 and planes >= t_count:
+        for t in prange(t_count):
+            p0, p1 = part(planes, t_count, t, 1)
+            _average_pool_planes(xf, yf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad)
+        return
+    _average_pool_planes(xf, yf, 0, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad)
+
+
 @njit(**_OPTS)
-def average_pool2d_gradient(dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad):
-    dyf = dy.reshape(dy.size)
-    dxf = dx.reshape(dx.size)
-    dxf[:] = 0
-    share = np.empty(ow, dx.dtype)
+def _average_pool_grad_planes(dyf, dxf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad):
+    dxf[p0 * h * w:p1 * h * w] = 0
+    share = np.empty(ow, dxf.dtype)
     rows, los, his = np.empty(kh * kw, np.uint64), np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)
-    for p_ in range(planes):
+    for p_ in range(p0, p1):
         for a in range(oh):
             yrow = U(p_ * oh * ow + a * ow)
             for b in range(ow):
@@ -383,6 +553,19 @@ def average_pool2d_gradient(dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow
             for t in range(_row_taps(p_ * h * w, a, h, w, kh, kw, sh, pt, pl, sw, ow, rows, los, his)):
                 for b in range(los[t], his[t]):
                     dxf[rows[t] + U(b * sw)] += share[b]
+
+
+@njit(parallel=PARALLEL, **_OPTS)
+def average_pool2d_gradient(dy, dx, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad):
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    t_count = team(planes * h * w + planes * oh * ow * kh * kw)
+    if t_count > 1 and planes >= t_count:
+        for t in prange(t_count):
+            p0, p1 = part(planes, t_count, t, 1)
+            _average_pool_grad_planes(dyf, dxf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad)
+        return
+    _average_pool_grad_planes(dyf, dxf, 0, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad)
 
 
 # ConvGradient's output sets, one entry point each (the driver passes only real outputs).
