@@ -13,6 +13,7 @@ LLVM vectorise the loop.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from netjit.compiler.codegen import expr as ex
 from netjit.compiler.codegen.elementwise import compute_dtype, loop_form
+from netjit.compiler.codegen.parallel import PARALLEL
 from netjit.compiler.ir import Node, Value
 
 BUFFER = "@P"     # the producer's raw result, read by the loop like an operand
@@ -222,6 +224,30 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
     for j, o in enumerate(node.outputs):
         lines.append(f"{indent}g{j}[{out_index}] = {tmp_of[o]}")
 
+    if compiled_head and PARALLEL and any("windows.conv" in ln for ln in head.pre(head_names)):
+        lines = _split_outer_loop(lines, rank)
+
     full = {v for (v, _), pat in zip(operands, cpats) if v != BUFFER and all(pat) and len(pat) == len(out_pat)}
     desc = "+".join(m.op for m in members)
     return LoopKernel("\n".join(lines) + "\n", params, desc, full)
+
+
+_NEST_NAMES = re.compile(r"\b(?:d\d+|f\d+|g\d+|st\d+_\d+|c\d+_[A-Za-z_]\w*|x\d+)\b")
+_ASSIGNED = re.compile(r"^\s*(\w+) = ", re.M)
+
+
+def _split_outer_loop(lines: list[str], rank: int) -> list[str]:
+    """A conv's epilogue (bias, SpatialBN, Relu, Sum over the whole output) is as large as the
+    conv's output: when the run owns the cores (codegen/parallel.py) its outer loop goes to a
+    ``prange`` copy of the nest, ``_nest``, defined after the kernel with its own decorator."""
+    start = lines.index("    for i0 in range(d0):")
+    nest = lines[start:]
+    text = "\n".join(nest)
+    free = sorted(set(_NEST_NAMES.findall(text)) - set(_ASSIGNED.findall(text)),
+                  key=lambda n: (n[0], [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]))
+    size = " * ".join(f"d{j}" for j in range(rank))
+    args = ", ".join(free)
+    return (lines[:start]
+            + [f"    if d0 > 1 and blas.team(4 * {size}) > 1:", f"        _nest({args})", "        return"]
+            + nest + ["", "", '@njit(parallel=True, cache=True, error_model="numpy", nogil=True)',
+                      f"def _nest({args}):", "    for i0 in prange(d0):"] + nest[1:])

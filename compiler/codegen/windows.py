@@ -201,12 +201,15 @@ def conv2d(x, wt, y, n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, o
                          (i * m + g * mg) * p + y0 * ow, p)
         return
     if t_count > 1:
-        # Narrow maps: one column matrix per image and group, the GEMM cut across threads.
+        # Narrow maps: one column matrix per image and group, built by channel ranges in
+        # parallel, then the GEMM cut across threads.
         col = np.empty(k * p, x.dtype)
         for i in range(n):
             for g in range(group):
-                im2col(xf, (i * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow,
-                       col, p, 0, 0, oh)
+                for t in prange(t_count):
+                    c0, c1 = part(cg, t_count, t, 1)
+                    im2col(xf, (i * c + g * cg + c0) * h * w, c1 - c0, h, w, kh, kw, sh, sw, pt, pl, dh, dw,
+                           oh, ow, col, p, c0 * kh * kw * p, 0, oh)
                 pgemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, col, 0, p, 0.0, yf, (i * m + g * mg) * p, p)
         return
     col = np.empty(k * nb * p, x.dtype)

@@ -227,3 +227,23 @@ def test_forked_child_runs_compiled_nets_serially():
     child.join(timeout=60)
     assert child.exitcode == 0
     np.testing.assert_allclose(got, parent, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not THREADED, reason="needs numba's OpenMP/TBB layer, 2+ threads and numpy's OpenBLAS")
+def test_conv_epilogue_runs_as_a_parallel_nest():
+    # A conv large enough to be cut across threads also runs its fused bias/SpatialBN/Relu loop
+    # through the generated ``prange`` copy of the nest.
+    rng = np.random.default_rng(10)
+    net = netdef("conv_bn", [op("Conv", ["x", "w", "b"], ["y"], kernel=3, pad=1),
+                             op("SpatialBN", ["y", "s", "o", "m", "v"], ["z"], is_test=1, epsilon=1e-5),
+                             op("Relu", ["z"], ["r"])],
+                 external_input=["x", "w", "b", "s", "o", "m", "v"], external_output=["r"])
+    feeds = {"x": rng.standard_normal((2, 8, 48, 48)).astype(np.float32),
+             "w": rng.standard_normal((16, 8, 3, 3)).astype(np.float32),
+             "b": rng.standard_normal(16).astype(np.float32),
+             "s": rng.random(16).astype(np.float32), "o": rng.standard_normal(16).astype(np.float32),
+             "m": rng.standard_normal(16).astype(np.float32), "v": (rng.random(16) + 0.5).astype(np.float32)}
+    got, runner = run_compiled(net, feeds, runs=2)
+    sources = [k.source for k in plan_of(runner).driver.kernels if k.source]
+    assert any("_nest(" in s and "prange(d0)" in s for s in sources)
+    assert_same_blobs(run_reference(net, feeds), got, rtol=1e-4, atol=1e-4, names=["r"])
