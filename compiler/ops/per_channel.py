@@ -9,7 +9,7 @@ shared PRelu slope), and numeric args appear by name::
 
     >>> info = per_channel_info("SpatialBN", {"is_test": True})
     >>> info.expr, info.channel_inputs
-    ('(x0 - x3) / sqrt(x4 + epsilon) * x1 + x2', (1, 2, 3, 4))
+    ('x0 * (x1 / sqrt(x4 + epsilon)) + (x2 - x3 * (x1 / sqrt(x4 + epsilon)))', (1, 2, 3, 4))
     >>> channel_view("NCHW", (8, 16, 7, 7), 16)
     (1, 16, 1, 1)
 """
