@@ -36,46 +36,29 @@ MIN_WORK = 1 << 17
 
 
 def _fast_layer() -> str | None:
-    """The threading layer numba will pick, if it is one with cheap, thread-safe launches."""
-    chosen = str(numba.config.THREADING_LAYER).lower()
-    if chosen == "workqueue":
+    """Start numba's threading layer and name it when it is one with cheap, thread-safe launches
+    (OpenMP or TBB), else None. Starting it now also registers the C symbol ``get_num_threads``
+    that ``team_size`` calls by name: numba's own ``get_num_threads()`` overload goes through a
+    ctypes pointer, which would keep every kernel that calls it out of the disk cache."""
+    if str(numba.config.THREADING_LAYER).lower() == "workqueue":
         return None
-    order = {"tbb": ("tbb",), "omp": ("omp",), "safe": ("tbb",)}.get(chosen, ("tbb", "omp"))
-    for name in order:
-        try:
-            if name == "tbb":
-                from numba.np.ufunc import tbbpool  # noqa: F401
-            else:
-                from numba.np.ufunc import omppool  # noqa: F401
-        except (ImportError, OSError):
-            continue
-        return name
-    return None
+    from numba.np.ufunc import parallel as layer
+    try:
+        layer._launch_threads()
+        name = numba.threading_layer()
+    except (ImportError, OSError, ValueError, RuntimeError):
+        return None
+    return name if name in ("omp", "tbb") else None
 
 
 LAYER = _fast_layer()
 PARALLEL = LAYER is not None
-
-
-if PARALLEL:
-    # Start the layer now: it registers the C symbol ``get_num_threads`` (numba's per-thread team
-    # size) that ``team`` calls by name. numba's own ``get_num_threads()`` overload goes through a
-    # ctypes pointer, which would keep every kernel that calls it out of the disk cache.
-    from numba.np.ufunc import parallel as _layer
-    _layer._launch_threads()
-    _team_size = types.ExternalFunction("get_num_threads", types.intc())
-else:
-    _team_size = None
-
-
-def _serial_after_fork() -> None:
-    from numba.np.ufunc import parallel as _layer
-    if getattr(_layer, "_is_initialized", False):
-        numba.set_num_threads(1)
+_team_size = types.ExternalFunction("get_num_threads", types.intc()) if PARALLEL else None
 
 
 if PARALLEL and hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_serial_after_fork)
+    # The layer was started above, so every child forked from now on inherits a used OpenMP.
+    os.register_at_fork(after_in_child=lambda: numba.set_num_threads(1))
 
 
 if PARALLEL:
