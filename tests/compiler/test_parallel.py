@@ -247,3 +247,14 @@ def test_conv_epilogue_runs_as_a_parallel_nest():
     sources = [k.source for k in plan_of(runner).driver.kernels if k.source]
     assert any("_nest(" in s and "prange(d0)" in s for s in sources)
     assert_same_blobs(run_reference(net, feeds), got, rtol=1e-4, atol=1e-4, names=["r"])
+
+
+def test_tiny_gemm_plan_skips_the_pin():
+    # RunNet's per-call cost: a plan whose threaded kernels could never split does not touch
+    # OpenBLAS's thread count.
+    net = netdef("tiny_fc", [op("FC", ["x", "w", "b"], ["y"])], external_input=["x", "w", "b"],
+                 external_output=["y"])
+    feeds = {"x": np.ones((2, 3), np.float32), "w": np.ones((5, 3), np.float32), "b": np.ones(5, np.float32)}
+    got, runner = run_compiled(net, feeds)
+    assert "_blas(" not in plan_of(runner).driver.source.split("def run")[0].split("def body")[1]
+    np.testing.assert_allclose(got.fetch("y"), np.full((2, 5), 4.0, np.float32))
