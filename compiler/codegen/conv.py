@@ -91,7 +91,7 @@ def conv_head(node: Node, values: Mapping[str, Value]) -> ProducerCode | None:
         return [f"windows.conv2d({names['in0']}, {names['in1']}, {names['P']}, {args})"]
 
     return ProducerCode(inputs=tuple(node.inputs[:2]), dims=tuple(zip(DIM_NAMES, dims)), pre=pre, expr=expr,
-                        operands=operands, dtype=dtype)
+                        operands=operands, dtype=dtype, threaded=True, split_epilogue=True)
 
 
 _GRADIENT_KERNELS = {(False, False): windows.conv2d_grad_w, (True, False): windows.conv2d_grad_wb,

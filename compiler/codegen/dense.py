@@ -51,7 +51,7 @@ def fc_head(node: Node, values: Mapping[str, Value]) -> ProducerCode | None:
     bias_view = (1,) * (rank - 1) + (n,)
     return ProducerCode(inputs=(node.inputs[0], node.inputs[1]), dims=(("m", m), ("k", k), ("n", n)),
                         pre=_gemm_pre, expr="x0 + x1", operands=((BUFFER, full), (node.inputs[2], bias_view)),
-                        dtype=out.dtype)
+                        dtype=out.dtype, threaded=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,6 +40,11 @@ class ProducerCode:
     # bias: BLAS through numpy), and the kernel receives it as an input named ``raw``.
     host: bool = False
     raw: str = ""
+    # The pre-code cuts its work across threads (codegen/parallel.py): the driver pins OpenBLAS.
+    threaded: bool = False
+    # The loop is as large as a conv's output: it also gets a ``prange`` copy (``_split_outer_loop``).
+    # Off for FC, whose outputs are small, so its kernels compile without numba's parallel pass.
+    split_epilogue: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,7 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
     for j, o in enumerate(node.outputs):
         lines.append(f"{indent}g{j}[{out_index}] = {tmp_of[o]}")
 
-    if compiled_head and PARALLEL and any("windows.conv" in ln for ln in head.pre(head_names)):
+    if compiled_head and PARALLEL and head.split_epilogue:
         lines = _split_outer_loop(lines, rank)
 
     full = {v for (v, _), pat in zip(operands, cpats) if v != BUFFER and all(pat) and len(pat) == len(out_pat)}

@@ -9,7 +9,6 @@ Per-op kernels live here, keyed by op type, so op modules stay backend-free.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -24,12 +23,11 @@ from netjit.compiler.passes.fuse import FusionRules
 
 DEVICE = "cpu"
 
-# OUT_FUSABLE ops that can head a fused group: node -> ProducerCode (None when not applicable).
-# Kernels that cut their work across threads: hand-written ones from these modules, generated ones
-# whose head calls into them (a conv or a split GEMM).
+# Hand-written kernels from these modules cut their work across threads (generated kernels say so
+# through their head's ProducerCode.threaded).
 _THREADED_MODULES = frozenset({windows.__name__, dense.__name__})
-_THREADED_CALL = re.compile(r"\b(windows\.\w+|blas\.pgemm)\(")
 
+# OUT_FUSABLE ops that can head a fused group: node -> ProducerCode (None when not applicable).
 HEADS: dict[str, Callable[[Node, Mapping[str, Value]], ProducerCode | None]] = {
     "FC": dense.fc_head, "Conv": conv.conv_head, "Conv1D": conv.conv_head, "Conv2D": conv.conv_head,
     "Conv3D": conv.conv_head,
@@ -82,7 +80,7 @@ def kernel_for(node: Node, values: Mapping[str, Value]) -> KernelCall | None:
                 return None
         lk = render_group(node, values, head)
         kc = KernelCall(load_kernel(lk.source), lk.params, lk.description, lk.source,
-                        lk.full_inputs if head is None else set(), threaded=_THREADED_CALL.search(lk.source) is not None)
+                        lk.full_inputs if head is None else set(), threaded=head is not None and head.threaded)
         if head is not None and head.host:
             kc.host_head = members[0]
             kc.raw = (head.raw, head.dtype, tuple(values[members[0].outputs[0]].shape))

@@ -120,6 +120,27 @@ def _is_pointwise(h, w, kh, kw, sh, sw, pt, pl, oh, ow):
 
 
 @njit(**_OPTS)
+def _mm(split, trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
+    """``pgemm`` (cut across threads) when ``split``, else one BLAS call: code already running on
+    one of several threads must not start another parallel region."""
+    if split:
+        pgemm(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
+    else:
+        gemm(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
+
+
+@njit(**_OPTS)
+def _pointwise_images(xf, wf, yf, n0, n1, split, c, h, w, m, group):
+    """1x1 stride-1 unpadded convs of images [n0, n1): each image is its own column matrix."""
+    cg, mg = c // group, m // group
+    p = h * w
+    for i in range(n0, n1):
+        for g in range(group):
+            _mm(split, False, False, mg, p, cg, 1.0, wf, g * mg * cg, cg, xf, (i * c + g * cg) * p, p,
+                0.0, yf, (i * m + g * mg) * p, p)
+
+
+@njit(**_OPTS)
 def _conv_images(xf, wf, yf, n0, n1, nb, col, tmp, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     """Images [n0, n1) in chunks of ``nb``: im2col, one GEMM per group and chunk, and (chunks of
     several images) a scatter of the (Mg, images*P) product back to NCHW."""
@@ -170,10 +191,7 @@ def conv2d(x, wt, y, n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, o
             n0, n1 = part(n, t_count, t, 1)
             nb = chunk_images(n1 - n0, p)
             if nb == 1 and pointwise:
-                for i in range(n0, n1):
-                    for g in range(group):
-                        gemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, xf, (i * c + g * cg) * h * w, p,
-                             0.0, yf, (i * m + g * mg) * p, p)
+                _pointwise_images(xf, wf, yf, n0, n1, False, c, h, w, m, group)
                 continue
             col = np.empty(k * nb * p, x.dtype)
             tmp = np.empty(mg * nb * p if nb > 1 else 0, x.dtype)
@@ -182,10 +200,7 @@ def conv2d(x, wt, y, n, c, h, w, m, group, kh, kw, sh, sw, pt, pl, dh, dw, oh, o
         return
     nb = chunk_images(n, p)
     if nb == 1 and pointwise:
-        for i in range(n):
-            for g in range(group):
-                pgemm(False, False, mg, p, k, 1.0, wf, g * mg * k, k, xf, (i * c + g * cg) * h * w, p,
-                      0.0, yf, (i * m + g * mg) * p, p)
+        _pointwise_images(xf, wf, yf, 0, n, True, c, h, w, m, group)
         return
     if t_count > 1 and oh >= t_count and p >= 128 * t_count:
         # Bands of output rows: each thread builds the columns of its band and multiplies them.
@@ -248,25 +263,15 @@ def _conv_grad_images(xf, wf, dyf, dwf, dxf, with_dx, split, n0, n1, nb, col, dc
                             gdy[U(dst + q)] = dyf[U(src + q)]
                 ybuf, yoff = gdy, 0
             # dW_g (Mg, K) += dY_g (Mg, ld) @ cols^T (ld, K)
-            if split:
-                pgemm(False, True, mg, k, ld, 1.0, ybuf, yoff, ld, cbuf, coff, ld, 1.0, dwf, g * mg * k, k)
-            else:
-                gemm(False, True, mg, k, ld, 1.0, ybuf, yoff, ld, cbuf, coff, ld, 1.0, dwf, g * mg * k, k)
+            _mm(split, False, True, mg, k, ld, 1.0, ybuf, yoff, ld, cbuf, coff, ld, 1.0, dwf, g * mg * k, k)
             if not with_dx:
                 continue
             # dcols (K, ld) = W_g^T (K, Mg) @ dY_g (Mg, ld), then scattered back onto dX.
             if pointwise:
-                if split:
-                    pgemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dxf,
-                          (c0 * c + g * cg) * h * w, ld)
-                else:
-                    gemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dxf,
-                         (c0 * c + g * cg) * h * w, ld)
+                _mm(split, True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dxf,
+                    (c0 * c + g * cg) * h * w, ld)
                 continue
-            if split:
-                pgemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dcol, 0, ld)
-            else:
-                gemm(True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dcol, 0, ld)
+            _mm(split, True, False, k, ld, mg, 1.0, wf, g * mg * k, k, ybuf, yoff, ld, 0.0, dcol, 0, ld)
             for i in range(b):
                 col2im_add(dcol, ld, i * p, dxf, ((c0 + i) * c + g * cg) * h * w, cg, h, w, kh, kw, sh, sw,
                            pt, pl, dh, dw, oh, ow)
@@ -301,16 +306,8 @@ def conv2d_gradient(x, wt, dy, dw_, db, dx, with_db, with_dx,
     k = cg * kh * kw
     p = oh * ow
     dwf[:] = 0
-    if n == 0 or m == 0 or p == 0 or k == 0:
-        if with_dx:
-            dxf[:] = 0
-        if with_db:
-            acc0 = np.zeros(m, np.float64)
-            _bias_grad(dyf, acc0, 0, n, m, p)
-            for r in range(m):
-                db[r] = acc0[r]
-        return
-    t_count = team(n * m * p * k)
+    empty = n == 0 or m == 0 or p == 0 or k == 0
+    t_count = 1 if empty else team(n * m * p * k)
     pointwise = _is_pointwise(h, w, kh, kw, sh, sw, pt, pl, oh, ow)
     if t_count > 1 and n >= t_count:
         dw_parts = np.zeros((t_count, dwf.size), dwf.dtype)
@@ -346,6 +343,8 @@ def conv2d_gradient(x, wt, dy, dw_, db, dx, with_db, with_dx,
         _bias_grad(dyf, acc, 0, n, m, p)
         for r in range(m):
             db[r] = acc[r]
+    if empty:
+        return
     nb = chunk_images(n, p)
     flat = nb == 1 and pointwise
     col = np.empty(0 if flat else k * nb * p, x.dtype)

@@ -83,26 +83,26 @@ CONV_CASES = {
 }
 
 
-def _conv_args(case):
-    n, c, h, w, m, group, kh, s, pad, d = case
+def _conv_problem(name, seed):
+    """(geometry args for windows.conv2d*, x, wt, dY) for a CONV_CASES entry."""
+    n, c, h, w, m, group, kh, s, pad, d = CONV_CASES[name]
     oh = (h + 2 * pad - d * (kh - 1) - 1) // s + 1
     ow = (w + 2 * pad - d * (kh - 1) - 1) // s + 1
-    return (n, c, h, w, m, group, kh, kh, s, s, pad, pad, d, d, oh, ow)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((m, c // group, kh, kh)).astype(np.float32)
+    dy = rng.standard_normal((n, m, oh, ow)).astype(np.float32)
+    return (n, c, h, w, m, group, kh, kh, s, s, pad, pad, d, d, oh, ow), x, wt, dy
 
 
 @pytest.mark.skipif(not THREADED, reason="needs numba's OpenMP/TBB layer, 2+ threads and numpy's OpenBLAS")
 @pytest.mark.parametrize("name", list(CONV_CASES))
 def test_conv2d_threaded_matches_serial(name):
-    args = _conv_args(CONV_CASES[name])
-    n, c, h, w, m, group, kh, kw = args[:8]
-    oh, ow = args[-2:]
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    wt = rng.standard_normal((m, c // group, kh, kw)).astype(np.float32)
-    serial, threaded = (np.full((n, m, oh, ow), np.nan, np.float32) for _ in range(2))
+    args, x, wt, dy = _conv_problem(name, 6)
+    serial, threaded = (np.full(dy.shape, np.nan, np.float32) for _ in range(2))
     windows.conv2d(x, wt, serial, *args)
     with pinned():
-        assert blas.team(n * m * oh * ow * (c // group) * kh * kw) > 1
+        assert blas.team(dy.size * wt[0].size) > 1
         windows.conv2d(x, wt, threaded, *args)
     np.testing.assert_allclose(threaded, serial, rtol=1e-4, atol=1e-4)
 
@@ -112,19 +112,13 @@ def test_conv2d_threaded_matches_serial(name):
                                   "one image, row bands"])
 @pytest.mark.parametrize("outputs", ["w", "wb", "wx", "wbx"])
 def test_conv2d_gradient_threaded_matches_serial(name, outputs):
-    args = _conv_args(CONV_CASES[name])
-    n, c, h, w, m, group, kh, kw = args[:8]
-    oh, ow = args[-2:]
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    wt = rng.standard_normal((m, c // group, kh, kw)).astype(np.float32)
-    dy = rng.standard_normal((n, m, oh, ow)).astype(np.float32)
+    args, x, wt, dy = _conv_problem(name, 7)
     fn = getattr(windows, f"conv2d_grad_{outputs}")
 
     def run():
         outs = [np.full(wt.shape, np.nan, np.float32)]
         if "b" in outputs:
-            outs.append(np.full(m, np.nan, np.float32))
+            outs.append(np.full(wt.shape[0], np.nan, np.float32))
         if "x" in outputs:
             outs.append(np.full(x.shape, np.nan, np.float32))
         fn(x, wt, dy, *outs, *args)
