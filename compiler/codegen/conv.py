@@ -1,7 +1,7 @@
 """Conv, ConvGradient and the pooling ops on the numba-cpu backend (kernels in codegen/windows.py).
 
-Conv heads a fused group: the generated kernel calls ``windows.conv2d`` (im2col + BLAS) into the
-output buffer, then one loop adds the bias and applies the epilogue (SpatialBN in test mode, ReLU,
+Conv heads a fused group: the generated kernel calls ``windows.conv2d`` (im2col + BLAS), or for
+the stride-1 3x3 layers where it pays ``winograd.conv3x3`` (F(2x2, 3x3)), into the output buffer, then one loop adds the bias and applies the epilogue (SpatialBN in test mode, ReLU,
 per-channel Mul/Add, a residual Sum...) in a single pass. ConvGradient and the pooling ops and their
 gradients are standalone kernels.
 
@@ -11,11 +11,12 @@ steps.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import numpy as np
 
-from netjit.compiler.codegen import windows
+from netjit.compiler.codegen import windows, winograd
 from netjit.compiler.codegen.loops import BUFFER, Param, ProducerCode
 from netjit.compiler.ir import Node, Value
 from netjit.compiler.ops.conv import conv_setup
@@ -25,6 +26,7 @@ from netjit.compiler.ops.pool import pool_setup
 
 FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 DIM_NAMES = ("n", "c", "h", "w", "m", "group", "kh", "kw", "sh", "sw", "pt", "pl", "dh", "dw", "oh", "ow")
+WINOGRAD_DIMS = ("n", "c", "h", "w", "m", "pt", "pl", "oh", "ow")    # winograd.conv3x3's ints
 
 
 def _window_2d(g: Geometry) -> tuple[int, ...] | None:
@@ -86,12 +88,27 @@ def conv_head(node: Node, values: Mapping[str, Value]) -> ProducerCode | None:
         return ProducerCode(inputs=tuple(node.inputs[:2]), dims=(), pre=lambda names: [], expr=expr,
                             operands=operands, dtype=dtype, host=True, raw=f"{node.outputs[0]}#raw")
 
-    def pre(names: dict[str, str]) -> list[str]:
-        args = ", ".join(names[d] for d in DIM_NAMES)
-        return [f"windows.conv2d({names['in0']}, {names['in1']}, {names['P']}, {args})"]
+    named = dict(zip(DIM_NAMES, dims))
+    kernel, dim_names = "windows.conv2d", DIM_NAMES
+    if _winograd_applies(named):
+        kernel, dim_names = "winograd.conv3x3", WINOGRAD_DIMS
 
-    return ProducerCode(inputs=tuple(node.inputs[:2]), dims=tuple(zip(DIM_NAMES, dims)), pre=pre, expr=expr,
-                        operands=operands, dtype=dtype, threaded=True, split_epilogue=True)
+    def pre(names: dict[str, str]) -> list[str]:
+        args = ", ".join(names[d] for d in dim_names)
+        return [f"{kernel}({names['in0']}, {names['in1']}, {names['P']}, {args})"]
+
+    return ProducerCode(inputs=tuple(node.inputs[:2]), dims=tuple((d, named[d]) for d in dim_names), pre=pre,
+                        expr=expr, operands=operands, dtype=dtype, threaded=True, split_epilogue=True)
+
+
+def _winograd_applies(d: Mapping[str, int]) -> bool:
+    """Stride-1, undilated, ungrouped 3x3 windows on maps where F(2x2, 3x3) was measured faster
+    (codegen/winograd.py). ``NETJIT_WINOGRAD=0`` keeps every conv on im2col + GEMM."""
+    if os.environ.get("NETJIT_WINOGRAD", "1") == "0":
+        return False
+    if (d["kh"], d["kw"], d["sh"], d["sw"], d["dh"], d["dw"], d["group"]) != (3, 3, 1, 1, 1, 1, 1):
+        return False
+    return winograd.worth_it(d["n"], d["c"], d["h"], d["w"], d["m"], d["oh"], d["ow"])
 
 
 _GRADIENT_KERNELS = {(False, False): windows.conv2d_grad_w, (True, False): windows.conv2d_grad_wb,

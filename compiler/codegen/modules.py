@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from netjit.compiler.codegen import approx, blas, parallel, windows
+from netjit.compiler.codegen import approx, blas, parallel, windows, winograd
 
 DECORATOR = '@njit(cache=True, error_model="numpy", nogil=True)'
 _LOCK = threading.Lock()
@@ -51,7 +51,7 @@ def helpers_hash() -> str:
     track callees, so it goes into every kernel's source: editing a helper renames the kernels
     instead of leaving stale machine code behind."""
     digest = hashlib.sha1()
-    for module in (approx, blas, parallel, windows):
+    for module in (approx, blas, parallel, windows, winograd):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -62,7 +62,7 @@ def module_source(body: str) -> str:
             "import numpy as np\n"
             "from numba import njit, prange\n"
             "from netjit.compiler.codegen.approx import exp_f32, log_f32, tanh_f32, sigmoid_f32, sigmoid_f64\n"
-            "from netjit.compiler.codegen import blas, windows\n"
+            "from netjit.compiler.codegen import blas, windows, winograd\n"
             f"# helpers {helpers_hash()}\n\n\n"
             f"{DECORATOR}\n{body}")
 
