@@ -3,12 +3,12 @@
 A 3x3 conv computed directly costs 9 multiply-adds per output and input channel; F(2x2, 3x3)
 computes each 2x2 output tile from a 4x4 input tile with 16, i.e. 4 per output: 2.25x fewer.
 The work becomes 16 independent GEMMs (one per position ``xi`` of the 4x4 transformed tile),
-each (M x C) @ (C x tiles), which go to the same one BLAS as every other product
+each (M x C) times (C x tiles), which go to the same one BLAS as every other product
 (codegen/blas.py):
 
     U[xi] = (G g G^T)[xi]     per (output, input) channel pair: the weights, transformed each run
     V[xi] = (B^T d B)[xi]     per input channel and tile: the input, zero-padded
-    M[xi] = U[xi] @ V[xi]     16 GEMMs
+    M[xi] = U[xi] . V[xi]     16 GEMMs (blas.gemm)
     y     = A^T M A           per output channel and tile: the 2x2 outputs
 
 The weights are an input of the plan (a workspace blob a later FeedBlob or training step may
