@@ -30,6 +30,8 @@ from netjit.compiler.codegen.parallel import MIN_WORK, PARALLEL, part, team_size
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 SGEMM_SYMBOL = "netjit_cblas_sgemm_ilp64"
 DGEMM_SYMBOL = "netjit_cblas_dgemm_ilp64"
+SGEMV_SYMBOL = "netjit_cblas_sgemv_ilp64"
+DGEMV_SYMBOL = "netjit_cblas_dgemv_ilp64"
 SET_THREADS_SYMBOL = "netjit_blas_set_num_threads"
 GET_THREADS_SYMBOL = "netjit_blas_get_num_threads"
 
@@ -41,9 +43,13 @@ def _argtypes(real: Any) -> list[Any]:
     return [_i32, _i32, _i32, _i64, _i64, _i64, real, _P, _i64, _P, _i64, real, _P, _i64]
 
 
-def _find_numpy_openblas() -> tuple[Any, Any, Any, Any, str] | None:
-    """(sgemm, dgemm, set_num_threads, get_num_threads, library path) from the OpenBLAS numpy
-    loaded, or None."""
+def _gemv_argtypes(real: Any) -> list[Any]:
+    return [_i32, _i32, _i64, _i64, real, _P, _i64, _P, _i64, real, _P, _i64]
+
+
+def _find_numpy_openblas() -> tuple[Any, ...] | None:
+    """(sgemm, dgemm, sgemv, dgemv, set_num_threads, get_num_threads, library path) from the
+    OpenBLAS numpy loaded, or None."""
     import numpy
     root = os.path.dirname(os.path.dirname(numpy.__file__))
     candidates = sorted(glob.glob(os.path.join(root, "numpy.libs", "*openblas*")))
@@ -53,12 +59,11 @@ def _find_numpy_openblas() -> tuple[Any, Any, Any, Any, str] | None:
         except OSError:
             continue
         for prefix, suffix in (("scipy_", "64_"), ("", "64_")):
-            s = getattr(lib, f"{prefix}cblas_sgemm{suffix}", None)
-            d = getattr(lib, f"{prefix}cblas_dgemm{suffix}", None)
-            put = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-            if s is not None and d is not None and put is not None and get is not None:
-                return s, d, put, get, path
+            names = ("cblas_sgemm", "cblas_dgemm", "cblas_sgemv", "cblas_dgemv", "openblas_set_num_threads",
+                     "openblas_get_num_threads")
+            found = [getattr(lib, f"{prefix}{name}{suffix}", None) for name in names]
+            if all(fn is not None for fn in found):
+                return (*found, path)
     return None
 
 
@@ -83,18 +88,42 @@ def _py_gemm(dtype: type) -> Any:
     return ctypes.CFUNCTYPE(None, *_argtypes(real))(gemm)
 
 
+def _py_gemv(dtype: type) -> Any:
+    """A cblas_?gemv-compatible callback over ``np.dot`` (the fallback's matrix-vector product)."""
+    real = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    size = np.dtype(dtype).itemsize
+
+    def view(ptr: int, count: int, inc: int) -> np.ndarray:
+        if count == 0:
+            return np.zeros(0, dtype)
+        buf = (ctypes.c_char * (((count - 1) * inc + 1) * size)).from_address(ptr)
+        return np.ndarray((count,), dtype, buf, strides=(inc * size,))
+
+    def gemv(order, trans, m, n, alpha, a, lda, x, incx, beta, y, incy):  # noqa: ANN001 - ctypes ABI
+        am = np.ndarray((m, n), dtype, (ctypes.c_char * (((m - 1) * lda + n) * size)).from_address(a),
+                        strides=(lda * size, size)) if m and n else np.zeros((m, n), dtype)
+        op = am.T if trans == TRANS else am
+        xv, yv = view(x, op.shape[1], incx), view(y, op.shape[0], incy)
+        prod = np.dot(op, xv) * alpha if op.shape[1] else np.zeros(op.shape[0], dtype)
+        yv[...] = prod if beta == 0 else beta * yv + prod
+
+    return ctypes.CFUNCTYPE(None, *_gemv_argtypes(real))(gemv)
+
+
 def _register() -> str:
     # NETJIT_BLAS=callback forces the np.dot fallback (tests use it to cover that path).
     found = None if os.environ.get("NETJIT_BLAS") == "callback" else _find_numpy_openblas()
+    symbols = (SGEMM_SYMBOL, DGEMM_SYMBOL, SGEMV_SYMBOL, DGEMV_SYMBOL, SET_THREADS_SYMBOL, GET_THREADS_SYMBOL)
     if found is not None:
-        for symbol, fn in zip((SGEMM_SYMBOL, DGEMM_SYMBOL, SET_THREADS_SYMBOL, GET_THREADS_SYMBOL), found):
+        for symbol, fn in zip(symbols, found):
             llvm.add_symbol(symbol, ctypes.cast(fn, _P).value)
         return f"numpy's OpenBLAS ({os.path.basename(found[-1])})"
     global _CALLBACKS
     # Kept alive: LLVM holds their raw addresses. Without OpenBLAS there is no pool to size: the
     # thread-count pair reads 1 and ignores writes.
-    _CALLBACKS = (_py_gemm(np.float32), _py_gemm(np.float64), _THREADS_SET(lambda n: None), _THREADS_GET(lambda: 1))
-    for symbol, fn in zip((SGEMM_SYMBOL, DGEMM_SYMBOL, SET_THREADS_SYMBOL, GET_THREADS_SYMBOL), _CALLBACKS):
+    _CALLBACKS = (_py_gemm(np.float32), _py_gemm(np.float64), _py_gemv(np.float32), _py_gemv(np.float64),
+                  _THREADS_SET(lambda n: None), _THREADS_GET(lambda: 1))
+    for symbol, fn in zip(symbols, _CALLBACKS):
         llvm.add_symbol(symbol, ctypes.cast(fn, _P).value)
     return "np.dot through a ctypes callback (no OpenBLAS found in numpy.libs)"
 
@@ -108,6 +137,10 @@ _sig = [types.int32, types.int32, types.int32, types.int64, types.int64, types.i
         types.int64, types.voidptr, types.int64, None, types.voidptr, types.int64]
 _sgemm = types.ExternalFunction(SGEMM_SYMBOL, types.void(*[t or types.float32 for t in _sig]))
 _dgemm = types.ExternalFunction(DGEMM_SYMBOL, types.void(*[t or types.float64 for t in _sig]))
+_vsig = [types.int32, types.int32, types.int64, types.int64, None, types.voidptr, types.int64, types.voidptr,
+         types.int64, None, types.voidptr, types.int64]
+_sgemv = types.ExternalFunction(SGEMV_SYMBOL, types.void(*[t or types.float32 for t in _vsig]))
+_dgemv = types.ExternalFunction(DGEMV_SYMBOL, types.void(*[t or types.float64 for t in _vsig]))
 _set_threads = types.ExternalFunction(SET_THREADS_SYMBOL, types.void(types.intc))
 _get_threads = types.ExternalFunction(GET_THREADS_SYMBOL, types.intc())
 
@@ -138,6 +171,9 @@ def gemm(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c
     """
     if m <= 0 or n <= 0:
         return
+    if (m == 1 or n == 1) and k > 0:
+        _as_gemv(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
+        return
     ta = TRANS if trans_a else NO_TRANS
     tb = TRANS if trans_b else NO_TRANS
     if c.itemsize == 4:
@@ -146,6 +182,39 @@ def gemm(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c
     else:
         _dgemm(ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), ptr_at(a, a_off), lda, ptr_at(b, b_off), ldb,
                np.float64(beta), ptr_at(c, c_off), ldc)
+
+
+@njit(**_OPTS)
+def _gemv(trans, rows, cols, alpha, a, a_off, lda, x, x_off, incx, beta, y, y_off, incy):
+    t = TRANS if trans else NO_TRANS
+    if y.itemsize == 4:
+        _sgemv(ROW_MAJOR, t, rows, cols, np.float32(alpha), ptr_at(a, a_off), lda, ptr_at(x, x_off), incx,
+               np.float32(beta), ptr_at(y, y_off), incy)
+    else:
+        _dgemv(ROW_MAJOR, t, rows, cols, np.float64(alpha), ptr_at(a, a_off), lda, ptr_at(x, x_off), incx,
+               np.float64(beta), ptr_at(y, y_off), incy)
+
+
+@njit(**_OPTS)
+def _as_gemv(trans_a, trans_b, m, n, k, alpha, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
+    """A product with one row or one column of C as a matrix-vector product. OpenBLAS's GEMM packs
+    both operands first: for a batch-1 FC that copies the whole weight matrix on every call
+    (measured on an AMD EPYC VM: LeNet's 800x500 FC took 188 us as a GEMM; OpenBLAS builds for
+    AVX-512 CPUs take a small-matrix path instead)."""
+    if m == 1:
+        # C (1, n) = op(A) (1, k) op(B) (k, n): C^T = op(B)^T x with x the row of op(A).
+        incx = lda if trans_a else 1
+        if trans_b:     # B is stored (n, k)
+            _gemv(False, n, k, alpha, b, b_off, ldb, a, a_off, incx, beta, c, c_off, 1)
+        else:           # B is stored (k, n)
+            _gemv(True, k, n, alpha, b, b_off, ldb, a, a_off, incx, beta, c, c_off, 1)
+    else:
+        # C (m, 1) = op(A) (m, k) x with x the column of op(B); C's column has stride ldc.
+        incx = 1 if trans_b else ldb
+        if trans_a:     # A is stored (k, m)
+            _gemv(True, k, m, alpha, a, a_off, lda, b, b_off, incx, beta, c, c_off, ldc)
+        else:           # A is stored (m, k)
+            _gemv(False, m, k, alpha, a, a_off, lda, b, b_off, incx, beta, c, c_off, ldc)
 
 
 @njit(cache=True, nogil=True)

@@ -54,6 +54,44 @@ def test_gemm_offsets_address_submatrices():
     np.testing.assert_allclose(c.reshape(2, 3), want, rtol=1e-5)
 
 
+@njit(cache=True)
+def _embedded_product(ta, tb, m, n, k, alpha, af, a_off, lda, bf, b_off, ldb, beta, cf, c_off, ldc):
+    blas.gemm(ta, tb, m, n, k, alpha, af, a_off, lda, bf, b_off, ldb, beta, cf, c_off, ldc)
+
+
+def _embed(mat: np.ndarray, off: int, ld: int) -> np.ndarray:
+    """``mat`` stored row-major at element ``off`` of a flat buffer with leading dimension ``ld``."""
+    rows, cols = mat.shape
+    flat = np.full(off + rows * ld + 3, 99.0, mat.dtype)
+    for r in range(rows):
+        flat[off + r * ld: off + r * ld + cols] = mat[r]
+    return flat
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n", [(1, 9), (9, 1), (1, 1)])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("beta", [0.0, 2.0])
+def test_one_row_or_column_products_go_through_gemv(dtype, m, n, ta, tb, beta):
+    # Batch-1 FCs and single-column products run as cblas ?gemv (no GEMM packing): every operand
+    # layout, offsets and leading dimensions wider than the matrices, C's old NaNs ignored at beta 0.
+    rng = np.random.default_rng(6)
+    k = 13
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    c = np.full((m, n), np.nan, dtype) if beta == 0 else rng.standard_normal((m, n)).astype(dtype)
+    lda, ldb, ldc = a.shape[1] + 2, b.shape[1] + 3, n + 4
+    af, bf, cf = _embed(a, 5, lda), _embed(b, 7, ldb), _embed(c, 2, ldc)
+    want = 0.5 * ((a.T if ta else a) @ (b.T if tb else b)) + (beta * c if beta else 0)
+    _embedded_product(ta, tb, m, n, k, 0.5, af, 5, lda, bf, 7, ldb, beta, cf, 2, ldc)
+    got = np.array([cf[2 + r * ldc: 2 + r * ldc + n] for r in range(m)])
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    padding = np.ones(cf.size, bool)
+    for r in range(m):
+        padding[2 + r * ldc: 2 + r * ldc + n] = False
+    assert (cf[padding] == 99.0).all()      # nothing outside C's rows is written
+
+
 def test_provider_is_named():
     assert "OpenBLAS" in blas.PROVIDER or "callback" in blas.PROVIDER
 
@@ -68,11 +106,14 @@ _CHILD = textwrap.dedent("""
              "W": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
              "b": rng.standard_normal(4).astype(np.float32),
              "FW": rng.standard_normal((5, 36)).astype(np.float32),
-             "Fb": rng.standard_normal(5).astype(np.float32)}
+             "Fb": rng.standard_normal(5).astype(np.float32),
+             "V": rng.standard_normal((1, 36)).astype(np.float32)}
     net = netdef("child", [op("Conv", ["X", "W", "b"], ["Y"], kernel=3, pad=1, stride=2),
                            op("FC", ["Y", "FW", "Fb"], ["Z"]),
                            op("FCGradient", ["Y", "FW", "Z"], ["dFW", "dFb", "dY"]),
-                           op("ConvGradient", ["X", "W", "dY"], ["dW", "db", "dX"], kernel=3, pad=1, stride=2)])
+                           op("ConvGradient", ["X", "W", "dY"], ["dW", "db", "dX"], kernel=3, pad=1, stride=2),
+                           op("FC", ["V", "FW", "Fb"], ["U"]),                       # batch 1: gemv
+                           op("FCGradient", ["V", "FW", "U"], ["dVW", "dVb", "dV"])])
     ref = run_reference(net, feeds)
     ws, _ = run_compiled(net, feeds, runs=2)
     assert_same_blobs(ref, ws, rtol=2e-5, atol=2e-5)
