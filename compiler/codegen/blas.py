@@ -10,6 +10,8 @@ refers to the name, never to an address, so disk-cached kernels stay valid in a 
 The ABI is fixed (row-major cblas with 64-bit integers, as in numpy's ``scipy_openblas64``). Where
 numpy carries no such library (an MKL or Accelerate build), the name is bound to a ctypes callback
 that runs the same product with ``np.dot``: slower, same results, and still one BLAS.
+A product with a single row or column of C (a batch-1 FC) goes to ``cblas_?gemv`` instead of GEMM,
+which would pack the whole weight matrix first on every call.
 ``NETJIT_BLAS=callback`` selects that fallback on purpose.
 """
 from __future__ import annotations
