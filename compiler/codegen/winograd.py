@@ -55,9 +55,18 @@ def plane(size):
 
 
 @njit(**_OPTS)
+def _weight_row(u, o, q, su, t0, t1, t2):
+    """Row ``q // 4`` of (G g) G^T from row (t0, t1, t2) of G g: t0, (t0+t1+t2)/2, (t0-t1+t2)/2, t2."""
+    half = 0.5
+    u[U(q * su) + o] = t0
+    u[U((q + 1) * su) + o] = half * (t0 + t1 + t2)
+    u[U((q + 2) * su) + o] = half * (t0 - t1 + t2)
+    u[U((q + 3) * su) + o] = t2
+
+
+@njit(**_OPTS)
 def _weights(wf, u, su, m0, m1, m, c):
     """u[xi*su + r*C + ci] = (G g G^T)[xi] for output channels r in [m0, m1)."""
-    mc = su
     half = 0.5
     for r in range(m0, m1):
         for ci in range(c):
@@ -67,27 +76,10 @@ def _weights(wf, u, su, m0, m1, m, c):
             g10, g11, g12 = wf[b + U(3)], wf[b + U(4)], wf[b + U(5)]
             g20, g21, g22 = wf[b + U(6)], wf[b + U(7)], wf[b + U(8)]
             # G g: rows g0., (g0.+g1.+g2.)/2, (g0.-g1.+g2.)/2, g2.
-            t00, t01, t02 = g00, g01, g02
-            t10, t11, t12 = half * (g00 + g10 + g20), half * (g01 + g11 + g21), half * (g02 + g12 + g22)
-            t20, t21, t22 = half * (g00 - g10 + g20), half * (g01 - g11 + g21), half * (g02 - g12 + g22)
-            t30, t31, t32 = g20, g21, g22
-            # (G g) G^T, row i: ti0, (ti0+ti1+ti2)/2, (ti0-ti1+ti2)/2, ti2.
-            u[U(0 * mc) + o] = t00
-            u[U(1 * mc) + o] = half * (t00 + t01 + t02)
-            u[U(2 * mc) + o] = half * (t00 - t01 + t02)
-            u[U(3 * mc) + o] = t02
-            u[U(4 * mc) + o] = t10
-            u[U(5 * mc) + o] = half * (t10 + t11 + t12)
-            u[U(6 * mc) + o] = half * (t10 - t11 + t12)
-            u[U(7 * mc) + o] = t12
-            u[U(8 * mc) + o] = t20
-            u[U(9 * mc) + o] = half * (t20 + t21 + t22)
-            u[U(10 * mc) + o] = half * (t20 - t21 + t22)
-            u[U(11 * mc) + o] = t22
-            u[U(12 * mc) + o] = t30
-            u[U(13 * mc) + o] = half * (t30 + t31 + t32)
-            u[U(14 * mc) + o] = half * (t30 - t31 + t32)
-            u[U(15 * mc) + o] = t32
+            _weight_row(u, o, 0, su, g00, g01, g02)
+            _weight_row(u, o, 4, su, half * (g00 + g10 + g20), half * (g01 + g11 + g21), half * (g02 + g12 + g22))
+            _weight_row(u, o, 8, su, half * (g00 - g10 + g20), half * (g01 - g11 + g21), half * (g02 - g12 + g22))
+            _weight_row(u, o, 12, su, g20, g21, g22)
 
 
 @njit(**_OPTS)
