@@ -38,9 +38,10 @@ TILE_COLUMNS = 1024    # images are batched until one GEMM has about this many t
 def worth_it(n: int, c: int, h: int, w: int, m: int, oh: int, ow: int) -> bool:
     """Whether the Winograd path beats im2col + GEMM for this layer (plan time).
 
-    Measured on ResNet-50's 3x3 layers at batch 1 (examples/benchmarks/RESULTS.md): it wins
-    while the tiles outnumber the channels a GEMM reduces over; on the 7x7 maps (16 tiles,
-    512 channels) the weight transform alone costs more than the multiplies it saves."""
+    Measured on ResNet-50's 3x3 layers at batch 1 (examples/benchmarks/RESULTS.md): it won with
+    784, 196 and 49 tiles against 64, 128 and 256 channels; on the 7x7 maps (16 tiles, 512
+    channels) the weight transform alone cost about what the multiplies saved. Hence: at least one
+    tile per 8 channels."""
     tiles = n * ((oh + 1) // 2) * ((ow + 1) // 2)
     return c >= 8 and m >= 8 and tiles * 8 >= max(c, m)
 
@@ -49,8 +50,8 @@ def worth_it(n: int, c: int, h: int, w: int, m: int, oh: int, ow: int) -> bool:
 def plane(size):
     """Elements between two of the 16 transformed planes: ``size`` rounded up to 4 KiB of float32
     plus one cache line. Each transform writes (or reads) the 16 planes at once; planes a multiple
-    of 4 KiB apart land in the same L1 sets and evict each other (measured: the input transform of
-    a 64-channel 56x56 map ran 7x slower, the weight transform 10x)."""
+    of 4 KiB apart land in the same L1 sets and evict each other (measured on one thread: the input
+    transform of a 64-channel 56x56 map ran 5.6x slower, the weight transform 3.5-4x)."""
     return (size + 1023) // 1024 * 1024 + 16
 
 
