@@ -10,9 +10,10 @@ refers to the name, never to an address, so disk-cached kernels stay valid in a 
 The ABI is fixed (row-major cblas with 64-bit integers, as in numpy's ``scipy_openblas64``). Where
 numpy carries no such library (an MKL or Accelerate build), the name is bound to a ctypes callback
 that runs the same product with ``np.dot``: slower, same results, and still one BLAS.
+``NETJIT_BLAS=callback`` selects that fallback on purpose.
+
 A product with a single row or column of C (a batch-1 FC) goes to ``cblas_?gemv`` instead of GEMM,
 which would pack the whole weight matrix first on every call.
-``NETJIT_BLAS=callback`` selects that fallback on purpose.
 """
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def _gemv_argtypes(real: Any) -> list[Any]:
     return [_i32, _i32, _i64, _i64, real, _P, _i64, _P, _i64, real, _P, _i64]
 
 
+# What is bound from numpy's OpenBLAS, in the order of ``_register``'s symbols.
+_OPENBLAS_NAMES = ("cblas_sgemm", "cblas_dgemm", "cblas_sgemv", "cblas_dgemv", "openblas_set_num_threads",
+                   "openblas_get_num_threads")
+
+
 def _find_numpy_openblas() -> tuple[Any, ...] | None:
     """(sgemm, dgemm, sgemv, dgemv, set_num_threads, get_num_threads, library path) from the
     OpenBLAS numpy loaded, or None."""
@@ -61,24 +67,27 @@ def _find_numpy_openblas() -> tuple[Any, ...] | None:
         except OSError:
             continue
         for prefix, suffix in (("scipy_", "64_"), ("", "64_")):
-            names = ("cblas_sgemm", "cblas_dgemm", "cblas_sgemv", "cblas_dgemv", "openblas_set_num_threads",
-                     "openblas_get_num_threads")
-            found = [getattr(lib, f"{prefix}{name}{suffix}", None) for name in names]
+            found = [getattr(lib, f"{prefix}{name}{suffix}", None) for name in _OPENBLAS_NAMES]
             if all(fn is not None for fn in found):
                 return (*found, path)
     return None
 
 
+def _view(dtype: type, ptr: int, rows: int, cols: int, ld: int) -> np.ndarray:
+    """The (rows, cols) row-major matrix at address ``ptr`` with leading dimension ``ld``."""
+    if rows == 0 or cols == 0:
+        return np.zeros((rows, cols), dtype)
+    size = np.dtype(dtype).itemsize
+    buf = (ctypes.c_char * (((rows - 1) * ld + cols) * size)).from_address(ptr)
+    return np.ndarray((rows, cols), dtype, buf, strides=(ld * size, size))
+
+
 def _py_gemm(dtype: type) -> Any:
     """A cblas-compatible callback over ``np.dot``, for numpy builds without a reachable OpenBLAS."""
     real = ctypes.c_float if dtype == np.float32 else ctypes.c_double
-    size = np.dtype(dtype).itemsize
 
     def view(ptr: int, rows: int, cols: int, ld: int) -> np.ndarray:
-        if rows == 0 or cols == 0:
-            return np.zeros((rows, cols), dtype)
-        buf = (ctypes.c_char * (((rows - 1) * ld + cols) * size)).from_address(ptr)
-        return np.ndarray((rows, cols), dtype, buf, strides=(ld * size, size))
+        return _view(dtype, ptr, rows, cols, ld)
 
     def gemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):  # noqa: ANN001 - ctypes ABI
         am = view(a, k, m, lda).T if ta == TRANS else view(a, m, k, lda)
@@ -93,19 +102,13 @@ def _py_gemm(dtype: type) -> Any:
 def _py_gemv(dtype: type) -> Any:
     """A cblas_?gemv-compatible callback over ``np.dot`` (the fallback's matrix-vector product)."""
     real = ctypes.c_float if dtype == np.float32 else ctypes.c_double
-    size = np.dtype(dtype).itemsize
-
-    def view(ptr: int, count: int, inc: int) -> np.ndarray:
-        if count == 0:
-            return np.zeros(0, dtype)
-        buf = (ctypes.c_char * (((count - 1) * inc + 1) * size)).from_address(ptr)
-        return np.ndarray((count,), dtype, buf, strides=(inc * size,))
 
     def gemv(order, trans, m, n, alpha, a, lda, x, incx, beta, y, incy):  # noqa: ANN001 - ctypes ABI
-        am = np.ndarray((m, n), dtype, (ctypes.c_char * (((m - 1) * lda + n) * size)).from_address(a),
-                        strides=(lda * size, size)) if m and n else np.zeros((m, n), dtype)
+        am = _view(dtype, a, m, n, lda)
         op = am.T if trans == TRANS else am
-        xv, yv = view(x, op.shape[1], incx), view(y, op.shape[0], incy)
+        # A vector with stride ``inc`` is one column of a (count, 1) matrix with leading dimension inc.
+        xv = _view(dtype, x, op.shape[1], 1, incx)[:, 0]
+        yv = _view(dtype, y, op.shape[0], 1, incy)[:, 0]
         prod = np.dot(op, xv) * alpha if op.shape[1] else np.zeros(op.shape[0], dtype)
         yv[...] = prod if beta == 0 else beta * yv + prod
 

@@ -1,8 +1,9 @@
 """Conv, ConvGradient and the pooling ops on the numba-cpu backend (kernels in codegen/windows.py).
 
 Conv heads a fused group: the generated kernel calls ``windows.conv2d`` (im2col + BLAS), or for
-the stride-1 3x3 layers where it pays ``winograd.conv3x3`` (F(2x2, 3x3)), into the output buffer, then one loop adds the bias and applies the epilogue (SpatialBN in test mode, ReLU,
-per-channel Mul/Add, a residual Sum...) in a single pass. ConvGradient and the pooling ops and their
+the stride-1 3x3 layers where it pays ``winograd.conv3x3`` (F(2x2, 3x3)), into the output buffer,
+then one loop adds the bias and applies the epilogue (SpatialBN in test mode, ReLU, per-channel
+Mul/Add, a residual Sum...) in a single pass. ConvGradient and the pooling ops and their
 gradients are standalone kernels.
 
 Channel-first 1-D and 2-D windows compile (1-D as 2-D with a height of 1). NHWC and 3-D convs head
@@ -108,7 +109,7 @@ def _winograd_applies(d: Mapping[str, int]) -> bool:
         return False
     if (d["kh"], d["kw"], d["sh"], d["sw"], d["dh"], d["dw"], d["group"]) != (3, 3, 1, 1, 1, 1, 1):
         return False
-    return winograd.worth_it(d["n"], d["c"], d["h"], d["w"], d["m"], d["oh"], d["ow"])
+    return winograd.worth_it(d["n"], d["c"], d["m"], d["oh"], d["ow"])
 
 
 _GRADIENT_KERNELS = {(False, False): windows.conv2d_grad_w, (True, False): windows.conv2d_grad_wb,

@@ -35,7 +35,7 @@ U = np.uint64          # unsigned flat indices: see windows.py
 TILE_COLUMNS = 1024    # images are batched until one GEMM has about this many tiles
 
 
-def worth_it(n: int, c: int, h: int, w: int, m: int, oh: int, ow: int) -> bool:
+def worth_it(n: int, c: int, m: int, oh: int, ow: int) -> bool:
     """Whether the Winograd path beats im2col + GEMM for this layer (plan time).
 
     Measured on ResNet-50's 3x3 layers at batch 1 (examples/benchmarks/RESULTS.md): it won with
@@ -66,7 +66,7 @@ def _weight_row(u, o, q, su, t0, t1, t2):
 
 
 @njit(**_OPTS)
-def _weights(wf, u, su, m0, m1, m, c):
+def _weights(wf, u, su, m0, m1, c):
     """u[xi*su + r*C + ci] = (G g G^T)[xi] for output channels r in [m0, m1)."""
     half = 0.5
     for r in range(m0, m1):
@@ -84,17 +84,14 @@ def _weights(wf, u, su, m0, m1, m, c):
 
 
 @njit(**_OPTS)
-def _inputs(xf, xbase, v, sv, pad, c0, c1, c, h, w, pt, pl, th, tw, tt, t_off):
-    """v[xi*sv + ci*tt + t_off + tile] = (B^T d B)[xi] for input channels ci in [c0, c1) of one
-    image (at ``xbase``); ``pad`` is scratch for one zero-padded (2*th+2, 2*tw+2) plane."""
+def _inputs(xf, xbase, v, ct, pad, c0, c1, h, w, pt, pl, th, tw, tt, t_off):
+    """v[xi*ct + ci*tt + t_off + tile] = (B^T d B)[xi] for input channels ci in [c0, c1) of one
+    image (at ``xbase``). ``pad`` is one zero-padded (2*th+2, 2*tw+2) plane, zero on entry outside
+    the image's place in it: every channel overwrites the same interior, so its border stays zero."""
     ph, pw = 2 * th + 2, 2 * tw + 2
-    ct = sv
-    zero = pad.dtype.type(0)
     rows = min(h, ph - pt)
     cols = min(w, pw - pl)
     for ci in range(c0, c1):
-        for q in range(ph * pw):
-            pad[U(q)] = zero
         for y in range(rows):
             src = U(xbase + (ci * h + y) * w)
             dst = U((y + pt) * pw + pl)
@@ -139,10 +136,9 @@ def _inputs(xf, xbase, v, sv, pad, c0, c1, c, h, w, pt, pl, th, tw, tt, t_off):
 
 
 @njit(**_OPTS)
-def _outputs(mx, sm, yf, ybase, r0, r1, m, oh, ow, th, tw, tt, t_off):
+def _outputs(mx, mt, yf, ybase, r0, r1, oh, ow, th, tw, tt, t_off):
     """y[ybase + (r*OH + ...)*OW + ...] = (A^T M A) for output channels r in [r0, r1) of one image,
-    M[xi] at mx[xi*sm:]."""
-    mt = sm
+    M[xi] at mx[xi*mt:]."""
     full_w = ow // 2           # tiles whose two output columns both exist
     for r in range(r0, r1):
         base = r * tt + t_off
@@ -171,7 +167,7 @@ def _outputs(mx, sm, yf, ybase, r0, r1, m, oh, ow, th, tw, tt, t_off):
 
 
 @njit(**_OPTS)
-def _step(stage, t, t_count, xf, wf, yf, u, v, mx, i0, b, n, c, h, w, m, pt, pl, oh, ow, th, tw):
+def _step(stage, t, t_count, xf, wf, yf, u, v, mx, i0, b, c, h, w, m, pt, pl, oh, ow, th, tw):
     """Part ``t`` of ``t_count`` of one stage: 0 the weights, 1 the inputs of images [i0, i0+b),
     2 the 16 GEMMs, 3 the outputs."""
     tiles = th * tw
@@ -179,12 +175,12 @@ def _step(stage, t, t_count, xf, wf, yf, u, v, mx, i0, b, n, c, h, w, m, pt, pl,
     su, sv, sm = plane(m * c), plane(c * tt), plane(m * tt)
     if stage == 0:
         r0, r1 = part(m, t_count, t, 1)
-        _weights(wf, u, su, r0, r1, m, c)
+        _weights(wf, u, su, r0, r1, c)
     elif stage == 1:
         k0, k1 = part(c, t_count, t, 1)
-        pad = np.empty((2 * th + 2) * (2 * tw + 2), v.dtype)
+        pad = np.zeros((2 * th + 2) * (2 * tw + 2), v.dtype)
         for i in range(b):
-            _inputs(xf, (i0 + i) * c * h * w, v, sv, pad, k0, k1, c, h, w, pt, pl, th, tw, tt, i * tiles)
+            _inputs(xf, (i0 + i) * c * h * w, v, sv, pad, k0, k1, h, w, pt, pl, th, tw, tt, i * tiles)
     elif stage == 2:
         q0, q1 = part(16, t_count, t, 1)
         for q in range(q0, q1):
@@ -192,7 +188,7 @@ def _step(stage, t, t_count, xf, wf, yf, u, v, mx, i0, b, n, c, h, w, m, pt, pl,
     else:
         r0, r1 = part(m, t_count, t, 1)
         for i in range(b):
-            _outputs(mx, sm, yf, (i0 + i) * m * oh * ow, r0, r1, m, oh, ow, th, tw, tt, i * tiles)
+            _outputs(mx, sm, yf, (i0 + i) * m * oh * ow, r0, r1, oh, ow, th, tw, tt, i * tiles)
 
 
 @njit(parallel=PARALLEL, **_OPTS)
@@ -219,6 +215,6 @@ def conv3x3(x, wt, y, n, c, h, w, m, pt, pl, oh, ow):
         for stage in range(0 if i0 == 0 else 1, 4):     # the weights once, then per chunk
             if t_count > 1:
                 for t in prange(t_count):
-                    _step(stage, t, t_count, xf, wf, yf, u, v, mx, i0, b, n, c, h, w, m, pt, pl, oh, ow, th, tw)
+                    _step(stage, t, t_count, xf, wf, yf, u, v, mx, i0, b, c, h, w, m, pt, pl, oh, ow, th, tw)
             else:
-                _step(stage, 0, 1, xf, wf, yf, u, v, mx, i0, b, n, c, h, w, m, pt, pl, oh, ow, th, tw)
+                _step(stage, 0, 1, xf, wf, yf, u, v, mx, i0, b, c, h, w, m, pt, pl, oh, ow, th, tw)

@@ -97,7 +97,7 @@ def test_conv3x3_threaded_matches_serial(shape):
     (1, 3, 224, 64, False),         # too few input channels for the 16 GEMMs to pay
 ])
 def test_worth_it_follows_the_measured_rule(n, c, hw, m, chosen):
-    assert winograd.worth_it(n, c, hw, hw, m, hw, hw) is chosen
+    assert winograd.worth_it(n, c, m, hw, hw) is chosen
 
 
 def _conv_net(kernel: int, stride: int, pad: int, group: int = 1, name: str = "wino"):
