@@ -46,7 +46,7 @@ def node_expr(node: Node) -> str | None:
         return None
     if opdef.expr:
         return opdef.expr
-    maker = EXTRA_EXPRS.get(node.op)
+    maker = opdef.lowering_entry("numba-cpu", "expr") or EXTRA_EXPRS.get(node.op)
     return maker(node) if maker else None
 
 
@@ -137,7 +137,7 @@ def loop_form(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
         return None
     if any(not values[v].typed for v in (*node.inputs, *node.outputs)):
         return None
-    override = LOOP_OVERRIDES.get(node.op)
+    override = lookup(node.op).lowering_entry("numba-cpu", "loop") or LOOP_OVERRIDES.get(node.op)
     if override is not None:
         return override(node, values)
     if per_channel_info(node.op, node.attrs) is not None:

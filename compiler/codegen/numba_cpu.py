@@ -19,9 +19,11 @@ from netjit.compiler.codegen.elementwise import loop_ok
 from netjit.compiler.codegen.loops import Param, ProducerCode, render_group
 from netjit.compiler.codegen.modules import load_kernel
 from netjit.compiler.ir import Node, Value
+from netjit.compiler.ops.registry import has_op, lookup
 from netjit.compiler.passes.fuse import FusionRules
 
 DEVICE = "cpu"
+BACKEND = "numba-cpu"   # the key of this backend's entries in an op record's ``lowering``
 
 # Hand-written kernels from these modules cut their work across threads (generated kernels say so
 # through their head's ProducerCode.threaded).
@@ -60,8 +62,17 @@ class KernelCall:
     threaded: bool = False           # may split its work across threads (needs OpenBLAS pinned, parallel.py)
 
 
+def _rule(op_type: str, entry: str, table: Mapping[str, Any]) -> Any:
+    """The op record's numba-cpu lowering entry, else the backend's own table row."""
+    if op_type not in ("Const", "Fused") and has_op(op_type):
+        found = lookup(op_type).lowering_entry(BACKEND, entry)
+        if found is not None:
+            return found
+    return table.get(op_type)
+
+
 def head_ok(node: Node, values: Mapping[str, Value]) -> bool:
-    maker = HEADS.get(node.op)
+    maker = _rule(node.op, "head", HEADS)
     return (maker is not None and len(node.outputs) == 1 and values[node.outputs[0]].typed
             and maker(node, values) is not None)
 
@@ -75,7 +86,7 @@ def kernel_for(node: Node, values: Mapping[str, Value]) -> KernelCall | None:
         members = node.attrs["nodes"]
         head = None
         if node.attrs.get("kind") == "producer":
-            head = HEADS[members[0].op](members[0], values)
+            head = _rule(members[0].op, "head", HEADS)(members[0], values)
             if head is None:
                 return None
         lk = render_group(node, values, head)
@@ -85,14 +96,16 @@ def kernel_for(node: Node, values: Mapping[str, Value]) -> KernelCall | None:
             kc.host_head = members[0]
             kc.raw = (head.raw, head.dtype, tuple(values[members[0].outputs[0]].shape))
         return kc
-    maker = STANDALONE.get(node.op)
+    maker = _rule(node.op, "standalone", STANDALONE)
     if maker is None:
         return None
     made = maker(node, values)
     if made is None:
         return None
     fn, params = made
-    return KernelCall(fn, params, node.op, threaded=getattr(fn, "py_func", fn).__module__ in _THREADED_MODULES)
+    lw = lookup(node.op).lowering.get(BACKEND)
+    threaded = (lw is not None and lw.threaded) or getattr(fn, "py_func", fn).__module__ in _THREADED_MODULES
+    return KernelCall(fn, params, node.op, threaded=threaded)
 
 
 def inplace_pairs(node: Node, kernel: KernelCall | None, values: Mapping[str, Value]) -> list[tuple[str, str]]:

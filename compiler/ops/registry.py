@@ -163,6 +163,41 @@ class Schema:
 GradientMaker = Callable[["GradientContext"], tuple[list, list]]
 
 
+@dataclass(frozen=True)
+class Lowering:
+    """How one backend compiles an op: the per-backend part of the op's record.
+
+    Each entry is a callable or a ``"module:attribute"`` string resolved on first use, so op modules
+    name their kernels without importing numba (importing the registry stays cheap). Entries, for
+    the numba-cpu backend:
+
+    - ``head(node, values) -> ProducerCode | None``: the op heads a fused group (FC, Conv), its
+      elementwise epilogue fused into the output loop;
+    - ``standalone(node, values) -> (kernel, params) | None``: the op's own hand-written kernel;
+    - ``expr(node) -> str``: an elementwise expression that depends on the instance (Sum's arity);
+    - ``loop(node, values) -> LoopForm | None``: the per-element form of an op that is elementwise
+      only for some instances (WeightedSum, AveragedLossGradient).
+    ``threaded`` says the standalone kernel cuts its work across threads (the driver pins OpenBLAS).
+
+        >>> lw = Lowering(standalone="netjit.compiler.codegen.reductions:softmax")
+        >>> lw.resolve("standalone").__name__
+        'softmax'
+    """
+    head: Callable[..., Any] | str | None = None
+    standalone: Callable[..., Any] | str | None = None
+    expr: Callable[..., Any] | str | None = None
+    loop: Callable[..., Any] | str | None = None
+    threaded: bool = False
+
+    def resolve(self, entry: str) -> Callable[..., Any] | None:
+        value = getattr(self, entry)
+        if isinstance(value, str):
+            import importlib
+            module, _, attr = value.partition(":")
+            value = getattr(importlib.import_module(module), attr)
+        return value
+
+
 @dataclass
 class OpDef:
     type: str
@@ -183,6 +218,13 @@ class OpDef:
     # a ConstantFill value that does not fit its dtype): raise ValueError. Run by ``check``, so a
     # bad net fails at CreateNet, not at its first run.
     validate: Callable[[Args], None] | None = None
+    # Per-backend lowering entries ({"numba-cpu": Lowering(...), ...}); see ``Lowering``.
+    lowering: dict[str, Lowering] = field(default_factory=dict)
+
+    def lowering_entry(self, backend: str, entry: str) -> Callable[..., Any] | None:
+        """The resolved ``entry`` of this op's lowering for ``backend``, or None."""
+        lw = self.lowering.get(backend)
+        return lw.resolve(entry) if lw is not None else None
 
     def decode_args(self, op: Any) -> Args:
         """Decode ``op.arg`` by this schema, strictly typed; raise OpSchemaError naming the argument."""
@@ -305,6 +347,7 @@ def defop(op_type: str, *, inputs: int | tuple[int, int], outputs: int | tuple[i
           grad_copy_args: bool = True, no_gradient_reason: str | None = None,
           check_counts: Callable[[int, int], str | None] | None = None,
           validate: Callable[[Args], None] | None = None,
+          lowering: dict[str, Lowering] | None = None,
           ) -> Callable[[Callable[..., Any]], OpDef]:
     """Declare an op; decorates its numpy reference ``fn(ctx, *inputs) -> output | tuple``."""
     schema = Schema(inputs=_counts(inputs), outputs=_counts(outputs), args=tuple(args),
@@ -315,8 +358,17 @@ def defop(op_type: str, *, inputs: int | tuple[int, int], outputs: int | tuple[i
         return register(OpDef(type=op_type, schema=schema, category=category, reference=fn, infer=infer,
                               expr=expr, gradient=gradient, grad_copy_args=grad_copy_args,
                               no_gradient_reason=no_gradient_reason, doc=(fn.__doc__ or "").strip(),
-                              validate=validate))
+                              validate=validate, lowering=dict(lowering or {})))
     return wrap
+
+
+def lower(backend: str, op_types: str | Iterable[str], **entries: Any) -> None:
+    """Add ``backend``'s lowering entries to already registered ops (several names at once for
+    Conv/Conv2D-style aliases). Prefer ``defop(..., lowering=...)`` in the op's own block."""
+    for op_type in [op_types] if isinstance(op_types, str) else op_types:
+        opdef = _REGISTRY[op_type]
+        old = opdef.lowering.get(backend, Lowering())
+        opdef.lowering[backend] = Lowering(**{**old.__dict__, **entries})
 
 
 def alias(new_type: str, existing: str) -> OpDef:
@@ -325,4 +377,5 @@ def alias(new_type: str, existing: str) -> OpDef:
     return register(OpDef(type=new_type, schema=base.schema, category=base.category, reference=base.reference,
                           infer=base.infer, expr=base.expr, gradient=base.gradient,
                           grad_copy_args=base.grad_copy_args, no_gradient_reason=base.no_gradient_reason,
-                          kernels=base.kernels, doc=base.doc, validate=base.validate))
+                          kernels=base.kernels, doc=base.doc, validate=base.validate,
+                          lowering=base.lowering))

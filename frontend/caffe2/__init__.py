@@ -25,6 +25,10 @@ def _target(fullname: str) -> str | None:
     # netjit.predictor would make its submodules (predictor_exporter, ...) unimportable.
     if parts[:2] == ["caffe2", "python"] and len(parts) == 3 and parts[2] != "predictor":
         return "netjit." + parts[2]
+    # Submodules of an aliased package (caffe2.python.models.resnet -> netjit.models.resnet): the
+    # same module objects, not second copies found on the package's __path__.
+    if parts[:2] == ["caffe2", "python"] and len(parts) > 3 and parts[2] not in ("predictor", "modeling"):
+        return "netjit." + ".".join(parts[2:])
     if parts[:3] == ["caffe2", "python", "predictor"] and len(parts) == 4:
         return "netjit." + parts[3]
     if parts[:2] == ["caffe2", "proto"] and len(parts) == 3:
