@@ -179,7 +179,24 @@ blobs = _BlobsView()
 
 
 # --------------------------------------------------------------------------------- running
+def _consent(net: caffe2_pb2.NetDef) -> None:
+    from netjit.compiler.ops.python_op import check_consent
+    check_consent(net, _ws())
+
+
+def AllowPickledPythonOps(allow: bool = True) -> bool:
+    """Let Python ops whose builder is pickled inside a model file run (process-wide; also
+    ``NETJIT_ALLOW_PICKLED_CODE=1``). Off by default: loading a file must not run its code. Python
+    ops your own script made with ``net.Python(...)`` never need this. Returns the previous setting.
+
+    >>> previous = AllowPickledPythonOps(False); _ = AllowPickledPythonOps(previous)
+    """
+    from netjit.compiler.ops.python_op import allow_pickled_python_ops
+    return allow_pickled_python_ops(allow)
+
+
 def RunOperatorOnce(operator: caffe2_pb2.OperatorDef) -> bool:
+    _consent(caffe2_pb2.NetDef(name="RunOperatorOnce", op=[operator]))
     run_operator_once(operator, _ws())
     return True
 
@@ -196,6 +213,7 @@ def CreateNet(net: Any, overwrite: bool = False, input_blobs: Iterable[Any] | No
     for blob in input_blobs or ():
         ws.create_blob(StringifyBlobName(blob))
     proto = as_net_def(net)
+    _consent(proto)
     if proto.name in ws.nets and not overwrite:
         raise NetJitError(f"a net named {proto.name!r} already exists in workspace {ws.name!r}; pass "
                           f"overwrite=True to replace it")
@@ -222,7 +240,9 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
 
 def RunNetOnce(net: Any) -> bool:
     """Construct ``net``, run it once, and forget it (the compiled plan stays cached)."""
-    _runner.make_runner(as_net_def(net), _ws()).run()
+    proto = as_net_def(net)
+    _consent(proto)
+    _runner.make_runner(proto, _ws()).run()
     return True
 
 
@@ -245,6 +265,8 @@ def InferShapesAndTypes(nets: Sequence[Any], blob_dimensions: dict[str, Sequence
     return infer_shapes_and_types([as_net_def(n) for n in nets], _ws(), blob_dimensions, blob_types)
 
 
-def Predictor(init_net: Any, predict_net: Any) -> Any:
+def Predictor(init_net: Any, predict_net: Any, allow_pickled_code: bool = False) -> Any:
+    """Run ``init_net`` once, then ``p.run(inputs)`` runs ``predict_net``. ``allow_pickled_code``:
+    let Python ops pickled inside these nets run (only for files you trust)."""
     from netjit.predictor import Predictor as _Predictor
-    return _Predictor(init_net, predict_net)
+    return _Predictor(init_net, predict_net, allow_pickled_code=allow_pickled_code)

@@ -28,6 +28,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from netjit.proto import caffe2_pb2
+from netjit.runtime.errors import NetJitError
 
 M = TypeVar("M", bound=Message)
 PathLike = str | os.PathLike
@@ -37,10 +38,11 @@ TEXT_SUFFIXES = frozenset({".pbtxt", ".prototxt", ".pbtext", ".textproto", ".txt
 BINARY_SUFFIXES = frozenset({".pb", ".bin", ".binpb", ".protobin"})
 
 
-class ProtoFormatError(DecodeError, ValueError):
+class ProtoFormatError(NetJitError, DecodeError, ValueError):
     """A file or byte string that is not a valid serialized message of the expected type.
 
-    Subclasses protobuf's ``DecodeError`` so code written against plain protobuf still catches it.
+    Subclasses protobuf's ``DecodeError`` so code written against plain protobuf still catches it,
+    and netjit's error base (a ``RuntimeError``) like every error a user's file can cause.
     """
 
     def __init__(self, source: str, type_name: str, reason: str) -> None:

@@ -1,9 +1,22 @@
-"""Errors a run raises. Each names the net, the op index and type, and the blob involved."""
+"""Errors a run raises. Each names the net, the op index and type, and the blob involved.
+
+Every netjit error is a ``RuntimeError``, as Caffe2's enforce failures were, so Caffe2 scripts that
+``except RuntimeError`` keep working; errors that Caffe2 scripts catch as ``KeyError`` (a missing
+blob) are ``KeyError`` too.
+
+>>> issubclass(OpError, RuntimeError) and issubclass(MissingBlobError, KeyError)
+True
+"""
 from __future__ import annotations
 
 
-class NetJitError(Exception):
+class NetJitError(RuntimeError):
     """Base class of netjit's own errors."""
+
+
+class InternalError(NetJitError):
+    """An internal invariant did not hold (a netjit bug, not the user's): the message says what and
+    where, and asks for a report instead of surfacing as a bare AssertionError."""
 
 
 class OpError(NetJitError):
@@ -23,6 +36,10 @@ class OpError(NetJitError):
         head = " ".join(where)
         tail = f" [blob {blob!r}]" if blob is not None and f"{blob!r}" not in message else ""
         super().__init__(f"{head}: {message}{tail}" if head else f"{message}{tail}")
+
+
+class PickledCodeError(OpError):
+    """A model file holds code (a pickled Python-op builder) and the user has not opted in."""
 
 
 class MissingBlobError(OpError, KeyError):

@@ -16,9 +16,18 @@ The function is called as ``f(inputs, outputs)`` (or ``f(inputs, outputs, worksp
 ``PythonGradient`` runs ``grad_f`` on inputs [forward inputs, forward outputs, output gradients]
 and outputs [input gradients], or the subsets chosen by ``grad_output_indices`` and
 ``grad_input_indices``.
+
+Consent: a model file is data. A pickled builder that this process did not make itself (one read
+from a file) is code, so it is unpickled only when the user said so: ``allow_pickled_python_ops(True)``
+(``workspace.AllowPickledPythonOps``), ``NETJIT_ALLOW_PICKLED_CODE=1``, a workspace marked by
+``allow_pickled_code_in`` (``Predictor(..., allow_pickled_code=True)``). :func:`check_consent` runs
+when a net is constructed; ``_resolve`` checks again before anything is unpickled, so no path that
+skips construction (``netjit.compile``, plans) can run such a payload without consent either.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -28,6 +37,7 @@ import numpy as np
 from netjit.compiler.ops.common import DTYPE_OF
 from netjit.compiler.ops.gradients import GradientContext
 from netjit.compiler.ops.registry import HOST, INF, arg, defop
+from netjit.runtime.errors import OpError, PickledCodeError
 
 _GRADIENT_SUFFIX = "_gradient"
 
@@ -40,6 +50,94 @@ class PythonFunc:
 
 # token -> function; a gradient is stored under token + "_gradient".
 _FUNCS: dict[str, PythonFunc] = {}
+
+# Digests of the pickles python_op_builder made in this process: the script itself asked for
+# them, so they run without further consent (a net built, saved and reloaded by the same script).
+_TRUSTED: set[bytes] = set()
+_PICKLED_ARGS = ("pickled_builder", "pickled_grad_builder")
+_ENV_SWITCH = "NETJIT_ALLOW_PICKLED_CODE"
+_allowed: bool | None = None      # None: follow the environment variable
+
+
+def allow_pickled_python_ops(allow: bool = True) -> bool:
+    """Let (or stop letting) Python ops unpickle builders read from model files, process-wide;
+    returns the previous setting. Only do this for files you trust: a pickle can run any code.
+
+    >>> previous = allow_pickled_python_ops(False); _ = allow_pickled_python_ops(previous)
+    """
+    global _allowed
+    previous = pickled_code_allowed()
+    _allowed = bool(allow)
+    return previous
+
+
+def pickled_code_allowed(ws: Any = None) -> bool:
+    """True when the process-wide switch (or NETJIT_ALLOW_PICKLED_CODE=1), or ``ws``, allows it."""
+    if ws is not None and any(getattr(w, "allow_pickled_code", False) for w in _lineage(ws)):
+        return True
+    if _allowed is not None:
+        return _allowed
+    return os.environ.get(_ENV_SWITCH, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def allow_pickled_code_in(ws: Any) -> None:
+    """Mark one workspace (a Predictor's private one) as allowed to run pickled Python ops."""
+    ws.__dict__["allow_pickled_code"] = True
+
+
+def _lineage(ws: Any) -> list[Any]:
+    out = []
+    while ws is not None and len(out) < 64:
+        out.append(ws)
+        ws = getattr(ws, "parent", None)
+    return out
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.sha256(payload).digest()
+
+
+def _arg_payload(op: Any, name: str) -> bytes:
+    for a in op.arg:
+        if a.name == name:
+            return bytes(a.s)
+    return b""
+
+
+def _token(op: Any) -> str:
+    raw = _arg_payload(op, "token")
+    return raw.decode("utf-8", "replace")
+
+
+def _opt_in_hint() -> str:
+    return (f"a pickle can run any code, so netjit does not unpickle one from a model file unless you "
+            f"opt in: workspace.AllowPickledPythonOps(True), workspace.Predictor(..., "
+            f"allow_pickled_code=True) or {_ENV_SWITCH}=1 (only for files you trust)")
+
+
+def check_consent(net: Any, ws: Any = None, allow: bool = False) -> None:
+    """Refuse a NetDef holding Python ops whose code would come from the file itself (a pickled
+    builder this process did not make) unless the user opted in; refuse ops naming a token no
+    function is registered under. Raises :class:`PickledCodeError` / :class:`OpError` naming the
+    net, op index and type. Reads the arguments only: nothing is unpickled here."""
+    for index, op in enumerate(net.op):
+        if op.type not in ("Python", "PythonGradient"):
+            continue
+        for name in _PICKLED_ARGS:
+            payload = _arg_payload(op, name)
+            if payload and _digest(payload) not in _TRUSTED and not (allow or pickled_code_allowed(ws)):
+                blob = op.output[0] if len(op.output) else (op.input[0] if len(op.input) else None)
+                raise PickledCodeError(f"argument {name!r} holds a pickled Python builder ({len(payload)} "
+                                       f"bytes) that this process did not create; {_opt_in_hint()}",
+                                       net=net.name, index=index, op_type=op.type, blob=blob)
+        if not any(_arg_payload(op, n) for n in _PICKLED_ARGS):
+            token = _token(op)
+            key = token + _GRADIENT_SUFFIX if op.type == "PythonGradient" else token
+            if key not in _FUNCS:
+                what = "gradient function" if op.type == "PythonGradient" else "function"
+                raise OpError(f"no Python {what} is registered under token {token!r} in this process; a net "
+                              f"saved with Python ops needs the same functions registered (net.Python(f)) "
+                              f"before it is created", net=net.name, index=index, op_type=op.type)
 
 
 def _func_name(f: Any) -> str:
@@ -104,7 +202,9 @@ def _pickled(builder: Any) -> bytes:
     if len(builder) != 3:
         raise ValueError("a Python op builder must be a (function, args, kwargs) tuple")
     func, args, kwargs = builder
-    return pickle.dumps((func, tuple(args), dict(kwargs)))
+    payload = pickle.dumps((func, tuple(args), dict(kwargs)))
+    _TRUSTED.add(_digest(payload))
+    return payload
 
 
 def python_op_builder(net: Any, f: Any, grad_f: Any = None, python_func_type: Any = None,
@@ -282,6 +382,11 @@ def _resolve(ctx: Any, gradient: bool) -> PythonFunc:
         return cached
     pickled = ctx.args.get("pickled_grad_builder" if gradient else "pickled_builder") or b""
     if pickled:
+        if _digest(bytes(pickled)) not in _TRUSTED and not pickled_code_allowed(ctx.ws):
+            # The last line: also nets that never went through a construction check.
+            raise PickledCodeError(f"refusing to unpickle a Python builder this process did not create; "
+                                   f"{_opt_in_hint()}", net=ctx.net_name, index=ctx.index,
+                                   op_type=ctx.op.type)
         func = _build(pickle.loads(pickled))
         resolved = PythonFunc(func, bool(ctx.args.get("pass_workspace")))
     else:
