@@ -17,8 +17,8 @@ import shutil
 import threading
 from typing import Any
 
-from netjit.runtime.db_base import (DB, Cursor, DBError, Mode, Transaction, as_key_bytes, publish_dir,
-                                    remove_quietly, sibling_temp_path)
+from netjit.runtime.db_base import (DB, Cursor, DBError, Mode, Transaction, as_key_bytes, clean_leftovers,
+                                    publish_dir, recover, remove_quietly, sibling_temp_path)
 
 MAP_SIZE = 1 << 40        # Caffe2's LMDB map size: 1 TiB
 DIR_MODE = 0o744          # Caffe2 mkdir()s the DB directory with this mode
@@ -147,6 +147,7 @@ class LMDB(DB):
         self._tmp: str | None = None
         self._published = False
         self._cursors: list[LMDBCursor] = []
+        recover(path)        # a writer killed mid-swap: put the previous DB back first
         if mode == Mode.READ:
             if not os.path.isdir(path):
                 raise _explain_open_failure(path, FileNotFoundError(path))
@@ -175,6 +176,7 @@ class LMDB(DB):
 
     # Writing ------------------------------------------------------------------------------------
     def _start_temp(self) -> None:
+        clean_leftovers(self.path)
         tmp = sibling_temp_path(self.path, "tmp")
         os.mkdir(tmp, DIR_MODE)
         self._tmp = tmp

@@ -21,7 +21,8 @@ import struct
 from typing import Any, BinaryIO
 
 from netjit.runtime.db_base import (DB, BufferedTransaction, Cursor, DBError, Mode, as_key_bytes, fsync_file,
-                                    publish_file, remove_quietly, sibling_temp_path)
+                                    clean_leftovers, publish_file, recover, remove_quietly,
+                                    sibling_temp_path)
 
 _HEADER = struct.Struct("=ii")      # native order, standard 4-byte ints: Caffe2 fwrite()s two int32s
 _INT32_MAX = (1 << 31) - 1
@@ -107,6 +108,7 @@ class MiniDB(DB):
         self._tmp: str | None = None
         self._handle: BinaryIO | None = None
         self._published = False
+        recover(path)
         if mode == Mode.READ:
             if os.path.isdir(path):
                 hint = (" (it holds data.mdb: open it with db_type='lmdb')"
@@ -134,6 +136,7 @@ class MiniDB(DB):
 
     # Writing ------------------------------------------------------------------------------------
     def _start_temp(self) -> BinaryIO:
+        clean_leftovers(self.path)
         self._tmp = sibling_temp_path(self.path, "tmp")
         # NEW starts empty the first time; otherwise (WRITE, or after a commit) we extend what is
         # published, so the temp file starts as a copy of it.

@@ -11,7 +11,8 @@ from google.protobuf.message import DecodeError
 
 from netjit.proto import caffe2_pb2
 from netjit.runtime.db_base import (DB, BufferedTransaction, Cursor, DBError, Mode, as_key_bytes, fsync_file,
-                                    publish_file, remove_quietly, sibling_temp_path)
+                                    clean_leftovers, publish_file, recover, remove_quietly,
+                                    sibling_temp_path)
 
 
 def _read_protos(path: str) -> caffe2_pb2.TensorProtos:
@@ -55,6 +56,7 @@ class ProtoDB(DB):
 
     def __init__(self, path: str, mode: Mode):
         super().__init__(path, mode)
+        recover(path)
         if os.path.isdir(path):
             raise DBError(f"protodb {path!r} is a directory, not a TensorProtos file")
         if mode == Mode.READ and not os.path.exists(path):
@@ -90,6 +92,7 @@ class ProtoDB(DB):
         self._check_write()
         if not self._dirty:
             return
+        clean_leftovers(self.path)
         tmp = sibling_temp_path(self.path, "tmp")
         try:
             with open(tmp, "wb") as handle:
