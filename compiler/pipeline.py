@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from netjit.compiler.codegen import driver, fills, numba_cpu
+from netjit.compiler.codegen import driver, numba_cpu
 from netjit.compiler.ir import Graph, Node, maybe_dump, verify
 from netjit.compiler.ops.registry import TensorType
 from netjit.compiler.passes.buffers import BufferPlan, plan_buffers
@@ -128,7 +128,7 @@ def plan_segment(graph: Graph, start: int, signature: Mapping[str, TensorType | 
         print(f"--- buffers ---\n{buffers.summary()}", file=sys.stderr)
     fast = {pos: maker for pos, node in enumerate(seg.nodes)
             if pos not in kernels and node.op not in ("Const", "Fused")
-            and (maker := fills.fill_for(node, seg.values)) is not None}
+            and (maker := numba_cpu.fill_for(node, seg.values)) is not None}
     spec = driver.generate(seg, buffers, kernels, fast, f"{graph.name}#{next(_PLAN_IDS)}")
     sig = tuple(sorted((b, t) for b, t in signature.items()))
     return SegmentPlan(start, stop, seg, buffers, spec, sig, fallbacks)

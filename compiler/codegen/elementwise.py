@@ -2,15 +2,18 @@
 each input maps onto the node's output shape (broadcast views).
 
 A node is loop-compatible when it is ELEMWISE/BROADCAST, has one typed output of a kernel dtype,
-an expression (the registry's ``expr``, or one of the few built here for ops whose expression
+an expression (the record's ``expr``, or its numba-cpu ``Lowering.expr`` for ops whose expression
 depends on their arity or mode), numeric args for every name the expression uses, and inputs whose
-broadcast views fit the output shape.
+broadcast views fit the output shape. An op the registry files as OPAQUE fuses too where its record
+says how: a ``Lowering.loop`` form (WeightedSum) or a ``per_channel`` entry (SpatialBN in test mode).
+
+The ``sum_expr``/``pow_expr``/``*_loop`` functions here are what those records name.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -24,21 +27,22 @@ KERNEL_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.int8,
                                                 np.uint8, np.uint16, np.uint32, np.uint64, np.bool_))
 
 
-def _sum_expr(node: Node) -> str:
+BACKEND = "numba-cpu"
+
+
+def sum_expr(node: Node) -> str:
+    """Sum's expression for its arity: ``x0 + x1 + ...``."""
     return " + ".join(f"x{i}" for i in range(len(node.inputs)))
 
 
-def _pow_expr(node: Node) -> str:
+def pow_expr(node: Node) -> str:
+    """Pow's expression: the exponent from the second input, else the ``exponent`` argument."""
     return "x0 ** x1" if len(node.inputs) == 2 else "x0 ** exponent"
 
 
-# Expressions for elementwise ops whose registry record has none because the template depends on
-# the op's arity or mode (documented on those records).
-EXTRA_EXPRS: dict[str, Callable[[Node], str]] = {"Sum": _sum_expr, "Pow": _pow_expr}
-
-
 def node_expr(node: Node) -> str | None:
-    """The registry expression of an ELEMWISE/BROADCAST node (or a built-in one for Sum/Pow)."""
+    """The expression of an ELEMWISE/BROADCAST node: its record's ``expr``, else the one its
+    numba-cpu lowering builds for this instance (Sum, Pow)."""
     if node.op in ("Const", "Fused"):
         return None
     opdef = lookup(node.op)
@@ -46,7 +50,7 @@ def node_expr(node: Node) -> str | None:
         return None
     if opdef.expr:
         return opdef.expr
-    maker = opdef.lowering_entry("numba-cpu", "expr") or EXTRA_EXPRS.get(node.op)
+    maker = opdef.lowering_entry(BACKEND, "expr")
     return maker(node) if maker else None
 
 
@@ -75,7 +79,7 @@ def _flat_or_scalar(values: Mapping[str, Value], names: tuple[str, ...], out: tu
     return views
 
 
-def _weighted_sum(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
+def weighted_sum_loop(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
     # Y = X0*w0 + X1*w1 + ..., each product rounded, then summed left to right (the reference's
     # accumulation into zeros gives the same roundings).
     n = len(node.inputs)
@@ -88,7 +92,7 @@ def _weighted_sum(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
     return LoopForm(" + ".join(f"x{i} * x{i + 1}" for i in range(0, n, 2)), views, {})
 
 
-def _averaged_loss_gradient(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
+def averaged_loss_gradient_loop(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
     x, dl = (values[i] for i in node.inputs)
     out = tuple(values[node.outputs[0]].shape)
     views = _flat_or_scalar(values, node.inputs, out, {1})
@@ -124,20 +128,13 @@ def _per_channel(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
     return LoopForm(info.expr, views, args) if args is not None else None
 
 
-# Ops the registry files as OPAQUE (their other modes are not elementwise, or they need derived
-# args) that are elementwise for the instances these recognise.
-LOOP_OVERRIDES: dict[str, Callable[[Node, Mapping[str, Value]], LoopForm | None]] = {
-    "WeightedSum": _weighted_sum, "AveragedLossGradient": _averaged_loss_gradient,
-}
-
-
 def loop_form(node: Node, values: Mapping[str, Value]) -> LoopForm | None:
     """The per-element form of a node, or None when it cannot be computed in a loop."""
     if node.op in ("Const", "Fused") or len(node.outputs) != 1 or not node.inputs:
         return None
     if any(not values[v].typed for v in (*node.inputs, *node.outputs)):
         return None
-    override = lookup(node.op).lowering_entry("numba-cpu", "loop") or LOOP_OVERRIDES.get(node.op)
+    override = lookup(node.op).lowering_entry(BACKEND, "loop")
     if override is not None:
         return override(node, values)
     if per_channel_info(node.op, node.attrs) is not None:

@@ -7,6 +7,9 @@ here the shape and args are resolved once at plan time and a run is one generato
 affine map, in the reference's order of float32 operations, so values are bit-identical to the
 reference given the same generator (tests/compiler/test_fills.py). A multiply by 1 or add of 0
 is skipped (identical except that the sign of an exact zero can differ).
+
+Each filler's record names its maker here (``Lowering(fill="netjit.compiler.codegen.fills:gaussian")``);
+``numba_cpu.fill_for`` reads it.
 """
 from __future__ import annotations
 
@@ -120,14 +123,3 @@ def msra(node: Node, values: Mapping[str, Value]) -> FillMaker | None:
     def make(rng: np.random.Generator) -> Callable[[], np.ndarray]:
         return _pooled(partial(rng.standard_normal, dtype=np.float32), shape, std, np.float32(0))
     return make
-
-
-FILLS: dict[str, Callable[[Node, Mapping[str, Value]], FillMaker | None]] = {
-    "GaussianFill": gaussian, "UniformFill": uniform, "XavierFill": xavier, "MSRAFill": msra,
-}
-
-
-def fill_for(node: Node, values: Mapping[str, Value]) -> FillMaker | None:
-    maker = FILLS.get(node.op)
-    return maker(node, values) if maker is not None else None
-

@@ -1,11 +1,18 @@
 """The numba-cpu backend: which nodes it compiles, and the kernel for each.
 
-- Fused groups (passes/fuse.py) become one generated ``@njit`` kernel each (codegen/loops.py),
-  headed by a producer's code when the group starts with an OUT_FUSABLE op listed in ``HEADS``.
-- Ops listed in ``STANDALONE`` run a hand-written ``@njit`` kernel (codegen/dense.py, ...).
-- Everything else runs as a host step: the op's numpy reference inside the same plan.
+What to compile comes from the op records: each op's ``lowering["numba-cpu"]`` (a ``Lowering``,
+compiler/ops/registry.py) names its makers, and ``ENTRY_RULES`` below is this backend's one table of
+how each kind of entry becomes part of a plan:
 
-Per-op kernels live here, keyed by op type, so op modules stay backend-free.
+- ``head``: a fused group (passes/fuse.py) that the op starts becomes one generated ``@njit`` kernel
+  (codegen/loops.py) running the head's code, then the epilogue loop;
+- ``standalone``: the node runs the op's hand-written ``@njit`` kernel (codegen/dense.py, ...);
+- ``fill``: a random filler left as a host step gets a plan-time fast path (codegen/fills.py);
+- ``expr``/``loop`` and the record's ``per_channel`` are read by codegen/elementwise.py, which
+  decides what fuses into an elementwise loop (``RULES.loop_ok``).
+
+Everything else runs as a host step: the op's numpy reference inside the same plan. A maker that
+returns None only says "not this instance" (NHWC pools, 3-D convs); that is not a fallback.
 """
 from __future__ import annotations
 
@@ -14,8 +21,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from netjit.compiler.codegen import conv, dense, reductions, windows
 from netjit.compiler.codegen.elementwise import loop_ok
+from netjit.compiler.codegen.fills import FillMaker
 from netjit.compiler.codegen.loops import Param, ProducerCode, render_group
 from netjit.compiler.codegen.modules import load_kernel
 from netjit.compiler.ir import Node, Value
@@ -24,30 +31,6 @@ from netjit.compiler.passes.fuse import FusionRules
 
 DEVICE = "cpu"
 BACKEND = "numba-cpu"   # the key of this backend's entries in an op record's ``lowering``
-
-# Hand-written kernels from these modules cut their work across threads (generated kernels say so
-# through their head's ProducerCode.threaded).
-_THREADED_MODULES = frozenset({windows.__name__, dense.__name__})
-
-# OUT_FUSABLE ops that can head a fused group: node -> ProducerCode (None when not applicable).
-HEADS: dict[str, Callable[[Node, Mapping[str, Value]], ProducerCode | None]] = {
-    "FC": dense.fc_head, "Conv": conv.conv_head, "Conv1D": conv.conv_head, "Conv2D": conv.conv_head,
-    "Conv3D": conv.conv_head,
-}
-# Ops with their own kernel: node -> (dispatcher, params) or None.
-STANDALONE: dict[str, Callable[[Node, Mapping[str, Value]], Any]] = {
-    "FCGradient": dense.fc_gradient,
-    **{name: conv.conv_gradient for name in ("ConvGradient", "Conv1DGradient", "Conv2DGradient")},
-    **{f"MaxPool{n}": conv.max_pool for n in ("", "1D", "2D")},
-    **{f"AveragePool{n}": conv.average_pool for n in ("", "1D", "2D")},
-    **{f"MaxPool{n}Gradient": conv.max_pool_gradient for n in ("", "1D", "2D")},
-    **{f"AveragePool{n}Gradient": conv.average_pool_gradient for n in ("", "1D", "2D")},
-    "SquaredL2Distance": reductions.squared_l2_distance,
-    "SquaredL2DistanceGradient": reductions.squared_l2_distance_gradient,
-    "AveragedLoss": reductions.averaged_loss,
-    "Softmax": reductions.softmax,
-    "SoftmaxGradient": reductions.softmax_gradient,
-}
 
 
 @dataclass
@@ -62,17 +45,62 @@ class KernelCall:
     threaded: bool = False           # may split its work across threads (needs OpenBLAS pinned, parallel.py)
 
 
-def _rule(op_type: str, entry: str, table: Mapping[str, Any]) -> Any:
-    """The op record's numba-cpu lowering entry, else the backend's own table row."""
-    if op_type not in ("Const", "Fused") and has_op(op_type):
-        found = lookup(op_type).lowering_entry(BACKEND, entry)
-        if found is not None:
-            return found
-    return table.get(op_type)
+def entry(op_type: str, name: str) -> Callable[..., Any] | None:
+    """The op record's numba-cpu lowering entry ``name`` (resolved), or None."""
+    if op_type in ("Const", "Fused") or not has_op(op_type):
+        return None
+    return lookup(op_type).lowering_entry(BACKEND, name)
+
+
+def _threaded(op_type: str) -> bool:
+    lw = lookup(op_type).lowering.get(BACKEND)
+    return lw is not None and lw.threaded
+
+
+def _group_kernel(make_head: Callable[..., ProducerCode | None] | None, node: Node,
+                  values: Mapping[str, Value]) -> KernelCall | None:
+    """A fused group -> one generated kernel; a producer group runs its head's code first."""
+    members = node.attrs["nodes"]
+    head = None
+    if node.attrs.get("kind") == "producer":
+        head = make_head(members[0], values) if make_head is not None else None
+        if head is None:
+            return None
+    lk = render_group(node, values, head)
+    kc = KernelCall(load_kernel(lk.source), lk.params, lk.description, lk.source,
+                    lk.full_inputs if head is None else set(),
+                    threaded=head is not None and head.threaded)
+    if head is not None and head.host:
+        kc.host_head = members[0]
+        kc.raw = (head.raw, head.dtype, tuple(values[members[0].outputs[0]].shape))
+    return kc
+
+
+def _standalone_kernel(make: Callable[..., Any], node: Node, values: Mapping[str, Value]) -> KernelCall | None:
+    """A node -> its op's hand-written kernel: ``make`` gives (dispatcher, params) or None."""
+    made = make(node, values)
+    if made is None:
+        return None
+    fn, params = made
+    return KernelCall(fn, params, node.op, threaded=_threaded(node.op))
+
+
+def _fill_maker(make: Callable[..., Any], node: Node, values: Mapping[str, Value]) -> FillMaker | None:
+    return make(node, values)
+
+
+# This backend's one table of rules: for each kind of Lowering entry, what it makes of a node
+# (given the resolved entry). A new kind of entry is a new ``Lowering`` field and one row here.
+ENTRY_RULES: dict[str, Callable[[Any, Node, Mapping[str, Value]], Any]] = {
+    "head": _group_kernel,             # a Fused group whose first member has it -> KernelCall
+    "standalone": _standalone_kernel,  # a plain node -> KernelCall of its hand-written kernel
+    "fill": _fill_maker,               # a filler host step -> FillMaker (plan-time fast path)
+}
 
 
 def head_ok(node: Node, values: Mapping[str, Value]) -> bool:
-    maker = _rule(node.op, "head", HEADS)
+    """May ``node`` head a fused group (fusion asks before grouping)?"""
+    maker = entry(node.op, "head")
     return (maker is not None and len(node.outputs) == 1 and values[node.outputs[0]].typed
             and maker(node, values) is not None)
 
@@ -83,29 +111,15 @@ RULES = FusionRules(loop_ok=loop_ok, head_ok=head_ok)
 def kernel_for(node: Node, values: Mapping[str, Value]) -> KernelCall | None:
     """The compiled kernel for a (fused) node, or None: it then runs as a host step."""
     if node.op == "Fused":
-        members = node.attrs["nodes"]
-        head = None
-        if node.attrs.get("kind") == "producer":
-            head = _rule(members[0].op, "head", HEADS)(members[0], values)
-            if head is None:
-                return None
-        lk = render_group(node, values, head)
-        kc = KernelCall(load_kernel(lk.source), lk.params, lk.description, lk.source,
-                        lk.full_inputs if head is None else set(), threaded=head is not None and head.threaded)
-        if head is not None and head.host:
-            kc.host_head = members[0]
-            kc.raw = (head.raw, head.dtype, tuple(values[members[0].outputs[0]].shape))
-        return kc
-    maker = _rule(node.op, "standalone", STANDALONE)
-    if maker is None:
-        return None
-    made = maker(node, values)
-    if made is None:
-        return None
-    fn, params = made
-    lw = lookup(node.op).lowering.get(BACKEND)
-    threaded = (lw is not None and lw.threaded) or getattr(fn, "py_func", fn).__module__ in _THREADED_MODULES
-    return KernelCall(fn, params, node.op, threaded=threaded)
+        return ENTRY_RULES["head"](entry(node.attrs["nodes"][0].op, "head"), node, values)
+    maker = entry(node.op, "standalone")
+    return ENTRY_RULES["standalone"](maker, node, values) if maker is not None else None
+
+
+def fill_for(node: Node, values: Mapping[str, Value]) -> FillMaker | None:
+    """The plan-time fast path of a random filler (its record's ``fill`` entry), or None."""
+    maker = entry(node.op, "fill")
+    return ENTRY_RULES["fill"](maker, node, values) if maker is not None else None
 
 
 def inplace_pairs(node: Node, kernel: KernelCall | None, values: Mapping[str, Value]) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ import numpy as np
 from netjit.compiler.ops._elementwise import const, infer_float, out, require_float
 from netjit.compiler.ops.common import same_as
 from netjit.compiler.ops.gradients import simple_gradient
-from netjit.compiler.ops.registry import ELEMWISE, REDUCE, Args, TensorType, arg, defop
+from netjit.compiler.ops.registry import ELEMWISE, REDUCE, Args, Lowering, TensorType, arg, defop
 
 # Caffe2's default alpha is the float 0.01f; an explicit alpha arrives through the 32-bit Argument.f.
 # Using the float32 value as the default keeps "absent" and "alpha=0.01" bit-identical.
@@ -126,7 +126,8 @@ SOFTMAX_ARGS = [arg("axis", "int", 1)]
 
 
 @defop("Softmax", inputs=1, outputs=1, args=SOFTMAX_ARGS, category=REDUCE, infer=_softmax_infer,
-       gradient=simple_gradient("SoftmaxGradient", ["O0", "GO0"], ["GI0"]))
+       gradient=simple_gradient("SoftmaxGradient", ["O0", "GO0"], ["GI0"]),
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.reductions:softmax")})
 def softmax(ctx, x):
     """Softmax over the rows of X viewed as [prod(dims[:axis]), prod(dims[axis:])]; the row max is
     subtracted first, so large logits do not overflow."""
@@ -142,7 +143,8 @@ def softmax(ctx, x):
     return out(e / e.sum(axis=1, keepdims=True), x.dtype).reshape(x.shape)
 
 
-@defop("SoftmaxGradient", inputs=2, outputs=1, args=SOFTMAX_ARGS, category=REDUCE, infer=same_as(1))
+@defop("SoftmaxGradient", inputs=2, outputs=1, args=SOFTMAX_ARGS, category=REDUCE, infer=same_as(1),
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.reductions:softmax_gradient")})
 def softmax_gradient(ctx, y, dy):
     """[Y, dY] -> dX = Y ⊙ (dY - rowsum(dY ⊙ Y))."""
     if y.shape != dy.shape:

@@ -17,8 +17,8 @@ import numpy as np
 from netjit.compiler.ops._elementwise import const, infer_float, out, require_float, require_numeric
 from netjit.compiler.ops.broadcasting import BroadcastError, broadcast_views, reduce_axes, sum_reduce_like
 from netjit.compiler.ops.gradients import GradientContext, passthrough_gradient, simple_gradient
-from netjit.compiler.ops.registry import (BROADCAST, ELEMWISE, INF, OPAQUE, REDUCE, Args, TensorType, arg,
-                                          defop)
+from netjit.compiler.ops.registry import (BROADCAST, ELEMWISE, INF, OPAQUE, REDUCE, Args, Lowering, TensorType,
+                                          arg, defop)
 from netjit.proto import caffe2_pb2
 from netjit.proto.args import make_argument
 
@@ -253,7 +253,8 @@ def _sum_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
 
 
 @defop("Sum", inputs=(1, INF), outputs=1, inplace=[(0, 0)], category=ELEMWISE, infer=_sum_infer,
-       gradient=passthrough_gradient)
+       gradient=passthrough_gradient,
+       lowering={"numba-cpu": Lowering(expr="netjit.compiler.codegen.elementwise:sum_expr")})
 def sum_(ctx, *xs):
     """Y = X0 + X1 + ... (same shapes and types), added left to right.
 

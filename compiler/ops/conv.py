@@ -20,7 +20,7 @@ from netjit.compiler.ops.convpool_args import (
     ADJ_ARGS, CAFFE_LEGACY_POOLING, CONV_POOL_ARGS, WINDOW_ARGS, ConvPoolArgError, ConvPoolSpec, Geometry,
     decode, located)
 from netjit.compiler.ops.gradients import GradientContext
-from netjit.compiler.ops.registry import OPAQUE, OUT_FUSABLE, Args, TensorType, alias, arg, defop
+from netjit.compiler.ops.registry import OPAQUE, OUT_FUSABLE, Args, Lowering, TensorType, alias, arg, defop
 
 CONV_ARGS = CONV_POOL_ARGS + [arg("no_gradient_to_input", "bool", False)]
 CONV_GRAD_ARGS = CONV_ARGS + [arg("no_bias", "bool", False)]
@@ -147,7 +147,9 @@ def _grad_output_counts(no_bias: bool, num_outputs: int) -> bool:
 
 
 @defop("Conv", inputs=(2, 3), outputs=1, args=CONV_ARGS, category=OUT_FUSABLE, infer=_conv_infer,
-       gradient=_conv_gradient_maker)
+       gradient=_conv_gradient_maker,
+       # im2col + GEMM (or Winograd) into the group's buffer, then bias + epilogue in one loop.
+       lowering={"numba-cpu": Lowering(head="netjit.compiler.codegen.conv:conv_head")})
 @located
 def conv(ctx, x, w, b=None):
     """Cross-correlation of X with W (groups, stride, dilation, pads), plus the bias when given."""
@@ -168,7 +170,8 @@ def _conv_grad_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
     return outs
 
 
-@defop("ConvGradient", inputs=3, outputs=(1, 3), args=CONV_GRAD_ARGS, category=OPAQUE, infer=_conv_grad_infer)
+@defop("ConvGradient", inputs=3, outputs=(1, 3), args=CONV_GRAD_ARGS, category=OPAQUE, infer=_conv_grad_infer,
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:conv_gradient", threaded=True)})
 @located
 def conv_gradient(ctx, x, w, dy):
     """[X, W, dY] -> [dW, db, dX]; [dW, dX] with no_bias=1; dX left off when it has no output."""

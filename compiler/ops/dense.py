@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from netjit.compiler.ops.gradients import GradientContext, simple_gradient
-from netjit.compiler.ops.registry import OUT_FUSABLE, Args, TensorType, arg, defop
+from netjit.compiler.ops.registry import OUT_FUSABLE, Args, Lowering, TensorType, arg, defop
 
 
 def _fc_dims(x_shape, w_shape, axis: int, axis_w: int) -> tuple[int, int, int]:
@@ -32,7 +32,8 @@ FC_ARGS = [arg("axis", "int", 1), arg("axis_w", "int", 1), arg("float16_compute"
 
 
 @defop("FC", inputs=3, outputs=1, args=FC_ARGS, category=OUT_FUSABLE, infer=_fc_infer,
-       gradient=simple_gradient("FCGradient", ["I0", "I1", "GO0"], ["GI1", "GI2", "GI0"]))
+       gradient=simple_gradient("FCGradient", ["I0", "I1", "GO0"], ["GI1", "GI2", "GI0"]),
+       lowering={"numba-cpu": Lowering(head="netjit.compiler.codegen.dense:fc_head")})
 def fc(ctx, x, w, b):
     """Y = X·Wᵀ + b, with X flattened to 2-D at ``axis`` and W at ``axis_w``."""
     m, k, n = _fc_dims(x.shape, w.shape, ctx.args.axis, ctx.args.axis_w)
@@ -49,7 +50,8 @@ def _fc_grad_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
     return [w, TensorType((n,), w.dtype), x]
 
 
-@defop("FCGradient", inputs=3, outputs=(2, 3), args=FC_ARGS, category=OUT_FUSABLE, infer=_fc_grad_infer)
+@defop("FCGradient", inputs=3, outputs=(2, 3), args=FC_ARGS, category=OUT_FUSABLE, infer=_fc_grad_infer,
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.dense:fc_gradient", threaded=True)})
 def fc_gradient(ctx, x, w, dy):
     """[X, W, dY] -> [dW, db, dX]."""
     m, k, n = _fc_dims(x.shape, w.shape, ctx.args.axis, ctx.args.axis_w)

@@ -23,7 +23,7 @@ import numpy as np
 
 from netjit.compiler.ops.common import DT, ShapeDependsOnValues, dtype_from_arg
 from netjit.compiler.ops.gradients import no_gradient
-from netjit.compiler.ops.registry import OPAQUE, Args, TensorType, arg, defop
+from netjit.compiler.ops.registry import OPAQUE, Args, Lowering, TensorType, arg, defop
 
 FILLER_ARGS = [
     arg("shape", "ints", []),
@@ -216,7 +216,8 @@ def _uniform(ctx, inputs, integer: bool):
 
 
 @_defiller("UniformFill", inputs=(0, 3), args=[arg("min", "float", 0.0), arg("max", "float", 1.0)],
-           check_counts=_uniform_check_counts)
+           check_counts=_uniform_check_counts,
+           lowering={"numba-cpu": Lowering(fill="netjit.compiler.codegen.fills:uniform")})
 def uniform_fill(ctx, *inputs):
     """float32 U[min, max). With 3 inputs (shape source, min, max) an empty batch when min > max."""
     return _uniform(ctx, inputs, integer=False)
@@ -229,7 +230,8 @@ def uniform_int_fill(ctx, *inputs):
     return _uniform(ctx, inputs, integer=True)
 
 
-@_defiller("GaussianFill", args=[arg("mean", "float", 0.0), arg("std", "float", 1.0)])
+@_defiller("GaussianFill", args=[arg("mean", "float", 0.0), arg("std", "float", 1.0)],
+           lowering={"numba-cpu": Lowering(fill="netjit.compiler.codegen.fills:gaussian")})
 def gaussian_fill(ctx, *inputs):
     """float32 normal(mean, std)."""
     shape = run_shape(ctx, inputs)
@@ -247,7 +249,7 @@ def _fan(ctx, shape: tuple[int, ...], dim: int) -> int:
     return numel // shape[dim]
 
 
-@_defiller("XavierFill")
+@_defiller("XavierFill", lowering={"numba-cpu": Lowering(fill="netjit.compiler.codegen.fills:xavier")})
 def xavier_fill(ctx, *inputs):
     """float32 U(-s, s) with s = sqrt(3 / fan_in), fan_in = numel / dim0."""
     shape = run_shape(ctx, inputs)
@@ -255,7 +257,7 @@ def xavier_fill(ctx, *inputs):
     return (ctx.rng.random(shape, dtype=np.float32) * (2 * scale) - scale).astype(np.float32, copy=False)
 
 
-@_defiller("MSRAFill")
+@_defiller("MSRAFill", lowering={"numba-cpu": Lowering(fill="netjit.compiler.codegen.fills:msra")})
 def msra_fill(ctx, *inputs):
     """float32 normal(0, sqrt(2 / fan_out)), fan_out = numel / dim1."""
     shape = run_shape(ctx, inputs)

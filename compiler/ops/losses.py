@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from netjit.compiler.ops.gradients import GradientContext, simple_gradient
-from netjit.compiler.ops.registry import OPAQUE, REDUCE, Args, TensorType, arg, defop
+from netjit.compiler.ops.registry import OPAQUE, REDUCE, Args, Lowering, TensorType, arg, defop
 
 LOG_THRESHOLD = 1e-20
 
@@ -65,7 +65,8 @@ def _sqdist_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
 
 
 @defop("SquaredL2Distance", inputs=2, outputs=1, category=REDUCE, infer=_sqdist_infer,
-       gradient=simple_gradient("SquaredL2DistanceGradient", ["I0", "I1", "GO0"], ["GI0", "GI1"]))
+       gradient=simple_gradient("SquaredL2DistanceGradient", ["I0", "I1", "GO0"], ["GI0", "GI1"]),
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.reductions:squared_l2_distance")})
 def squared_l2_distance(ctx, x, y):
     """Z[i] = ½‖X[i] − Y[i]‖² over each row (dim 0) of equal-shaped X and Y; Z is [N]."""
     x, y = _float_input(ctx, x, 0), _float_input(ctx, y, 1)
@@ -81,7 +82,9 @@ def _sqdist_grad_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]
     return [inputs[0], inputs[1]]
 
 
-@defop("SquaredL2DistanceGradient", inputs=3, outputs=2, category=OPAQUE, infer=_sqdist_grad_infer)
+@defop("SquaredL2DistanceGradient", inputs=3, outputs=2, category=OPAQUE, infer=_sqdist_grad_infer,
+       lowering={"numba-cpu": Lowering(
+           standalone="netjit.compiler.codegen.reductions:squared_l2_distance_gradient")})
 def squared_l2_distance_gradient(ctx, x, y, dz):
     """[X, Y, dZ] -> [dX, dY]: dX = (X − Y)·dZ[i] per row, dY = −dX."""
     n = _batch(x.shape)
@@ -100,7 +103,8 @@ def _scalar_like(i: int):
 
 
 @defop("AveragedLoss", inputs=1, outputs=1, category=REDUCE, infer=_scalar_like(0),
-       gradient=simple_gradient("AveragedLossGradient", ["I0", "GO0"], ["GI0"]))
+       gradient=simple_gradient("AveragedLossGradient", ["I0", "GO0"], ["GI0"]),
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.reductions:averaged_loss")})
 def averaged_loss(ctx, x):
     """A 0-d tensor: the mean of all elements of X."""
     x = _float_input(ctx, x, 0)
@@ -111,7 +115,9 @@ def _same_as_first(args: Args, inputs: list[TensorType]) -> list[TensorType]:
     return [inputs[0]]
 
 
-@defop("AveragedLossGradient", inputs=2, outputs=1, category=OPAQUE, infer=_same_as_first)
+@defop("AveragedLossGradient", inputs=2, outputs=1, category=OPAQUE, infer=_same_as_first,
+       # dL / numel per element: fuses like an elementwise op when dL holds one element.
+       lowering={"numba-cpu": Lowering(loop="netjit.compiler.codegen.elementwise:averaged_loss_gradient_loop")})
 def averaged_loss_gradient(ctx, x, dloss):
     """[X, dL] -> dX: every element dL / numel(X)."""
     dloss = np.asarray(dloss)

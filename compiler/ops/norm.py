@@ -1,6 +1,6 @@
 """Normalisation and regularisation: LRN, SpatialBN, Dropout, and their gradients.
 
-SpatialBN in test mode is a per-channel affine map of X; ``per_channel.PER_CHANNEL`` records its
+SpatialBN in test mode is a per-channel affine map of X; its record's ``per_channel`` entry gives its
 expression so the fuser can fold it into a Conv epilogue (the reference stays the plain formula).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 
 from netjit.compiler.ops.common import same_as
 from netjit.compiler.ops.gradients import GradientContext, simple_gradient
-from netjit.compiler.ops.per_channel import PerChannel, channel_axis, channel_view, register_per_channel
+from netjit.compiler.ops.per_channel import PerChannel, channel_axis, channel_view
 from netjit.compiler.ops.registry import OPAQUE, Args, TensorType, arg, defop
 
 
@@ -141,7 +141,13 @@ def _bn_gradient_maker(g: GradientContext) -> tuple[list, list]:
 
 @defop("SpatialBN", inputs=(5, 7), outputs=(1, 5), args=BN_ARGS, check_counts=_bn_in_counts,
        inplace=[(0, 0), (3, 1), (4, 2), (5, 3), (6, 4)], enforce_inplace=[(3, 1), (4, 2)],
-       category=OPAQUE, infer=_bn_infer, gradient=_bn_gradient_maker)
+       category=OPAQUE, infer=_bn_infer, gradient=_bn_gradient_maker,
+       # Compiled in test mode as X·k + (bias - mean·k) with k = scale/√(var + ε), as Caffe2's own CPU
+       # kernel folds it: k and the shift depend on the channel only, so a fused loop computes them
+       # once per row and its inner loop is one multiply-add instead of a division per element (the
+       # reference divides; the two differ by rounding).
+       per_channel=PerChannel(expr="x0 * (x1 / sqrt(x4 + epsilon)) + (x2 - x3 * (x1 / sqrt(x4 + epsilon)))",
+                              channel_inputs=(1, 2, 3, 4), applies=lambda args: bool(args.get("is_test"))))
 def spatial_bn(ctx, x, scale, bias, mean, var, *sums):
     """Test: Y = (X - mean)/√(var + ε)·scale + bias. Train: normalise with the batch statistics
     (biased variance), update running = running·momentum + batch·(1 - momentum), and also output
@@ -205,14 +211,6 @@ def spatial_bn_gradient(ctx, x, scale, dy, mean, inv_std_or_var, *sums):
     return (dx.astype(x.dtype, copy=False), dscale.astype(scale.dtype, copy=False),
             dbias.astype(scale.dtype, copy=False))
 
-
-# Compiled as X·k + (bias - mean·k) with k = scale/√(var + ε), as Caffe2's own CPU kernel folds it:
-# k and the shift depend on the channel only, so a fused loop computes them once per row and its
-# inner loop is one multiply-add instead of a division per element (the reference divides; the two
-# differ by rounding).
-register_per_channel("SpatialBN", PerChannel(expr="x0 * (x1 / sqrt(x4 + epsilon)) + (x2 - x3 * (x1 / sqrt(x4 + epsilon)))",
-                                             channel_inputs=(1, 2, 3, 4),
-                                             applies=lambda args: bool(args.get("is_test"))))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Ops that are elementwise over X with some inputs indexed by X's channel (SpatialBN in test mode,
 PRelu). Their registry category is OPAQUE (SpatialBN's training mode reduces, PRelu's slope does
-not follow the Add/Mul broadcast rules), so this table is where the fuser learns how to render them
-as a per-channel elementwise step, e.g. as a Conv epilogue.
+not follow the Add/Mul broadcast rules), so their record's ``per_channel`` entry (a ``PerChannel``,
+given to ``defop(..., per_channel=...)``) is where the fuser learns how to render them as a
+per-channel elementwise step, e.g. as a Conv epilogue.
 
 ``expr`` uses the registry's expression language: ``x0`` is X's element, ``x<i>`` for i in
 ``channel_inputs`` is input i's value at that element's channel (input i has shape [C], or [1] for a
@@ -18,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from netjit.compiler.ops.registry import has_op, lookup
+
 
 @dataclass(frozen=True)
 class PerChannel:
@@ -27,17 +30,12 @@ class PerChannel:
     applies: Callable[[Mapping[str, Any]], bool] = lambda args: True
 
 
-PER_CHANNEL: dict[str, PerChannel] = {}
-
-
-def register_per_channel(op_type: str, info: PerChannel) -> None:
-    PER_CHANNEL[op_type] = info
-
-
 def per_channel_info(op_type: str, args: Mapping[str, Any]) -> PerChannel | None:
-    """The op's per-channel elementwise form when this instance has one, else None."""
-    _ensure_loaded()
-    info = PER_CHANNEL.get(op_type)
+    """The op's per-channel elementwise form (its record's ``per_channel``) when this instance has
+    one, else None."""
+    if not has_op(op_type):
+        return None
+    info = lookup(op_type).per_channel
     return info if info is not None and info.applies(args) else None
 
 
@@ -54,8 +52,3 @@ def channel_view(order: str | bytes, x_shape: Sequence[int], size: int) -> tuple
     if size != 1:
         view[channel_axis(order, len(x_shape))] = size
     return tuple(view)
-
-
-def _ensure_loaded() -> None:
-    # The op modules fill the table when they are imported.
-    import netjit.compiler.ops  # noqa: F401

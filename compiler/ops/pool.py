@@ -21,7 +21,7 @@ from netjit.compiler.ops import _windows as win
 from netjit.compiler.ops.common import same_as
 from netjit.compiler.ops.convpool_args import CONV_POOL_ARGS, ConvPoolArgError, ConvPoolSpec, Geometry, decode, located
 from netjit.compiler.ops.gradients import GradientContext
-from netjit.compiler.ops.registry import OPAQUE, Args, TensorType, alias, arg, defop
+from netjit.compiler.ops.registry import OPAQUE, Args, Lowering, TensorType, alias, arg, defop
 
 POOL_ARGS = CONV_POOL_ARGS + [arg("count_include_pad", "bool", False)]
 _LOWEST = float(-np.finfo(np.float32).max)  # Caffe2's max starts from -FLT_MAX
@@ -75,7 +75,8 @@ def _check_y(y: np.ndarray, out_shape: tuple[int, ...], name: str, operand: int)
 
 
 @defop("MaxPool", inputs=1, outputs=1, args=POOL_ARGS, category=OPAQUE, infer=_pool_infer,
-       gradient=_pool_gradient_maker)
+       gradient=_pool_gradient_maker,
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:max_pool", threaded=True)})
 @located
 def max_pool(ctx, x):
     """Y = the maximum over each window's in-bounds elements."""
@@ -87,7 +88,8 @@ def max_pool(ctx, x):
 
 
 @defop("AveragePool", inputs=1, outputs=1, args=POOL_ARGS, category=OPAQUE, infer=_pool_infer,
-       gradient=_pool_gradient_maker)
+       gradient=_pool_gradient_maker,
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:average_pool", threaded=True)})
 @located
 def average_pool(ctx, x):
     """Y = the window sum over in-bounds elements / their count (or / kernel size, count_include_pad=1)."""
@@ -99,7 +101,8 @@ def average_pool(ctx, x):
     return win.from_channel_first(y, spec.channel_first)
 
 
-@defop("MaxPoolGradient", inputs=3, outputs=1, args=POOL_ARGS, category=OPAQUE, infer=same_as(0))
+@defop("MaxPoolGradient", inputs=3, outputs=1, args=POOL_ARGS, category=OPAQUE, infer=same_as(0),
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:max_pool_gradient", threaded=True)})
 @located
 def max_pool_gradient(ctx, x, y, dy):
     """dX = Σ over windows of dY where X equals the window's Y."""
@@ -114,7 +117,9 @@ def max_pool_gradient(ctx, x, y, dy):
     return win.from_channel_first(win.scatter(dcols, g).astype(x.dtype, copy=False), cf)
 
 
-@defop("AveragePoolGradient", inputs=3, outputs=1, args=POOL_ARGS, category=OPAQUE, infer=same_as(0))
+@defop("AveragePoolGradient", inputs=3, outputs=1, args=POOL_ARGS, category=OPAQUE, infer=same_as(0),
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:average_pool_gradient",
+                                       threaded=True)})
 @located
 def average_pool_gradient(ctx, x, y, dy):
     """dX = Σ over windows containing the element of dY / divisor (the forward's divisor)."""

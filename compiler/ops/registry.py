@@ -3,7 +3,8 @@
 A record holds everything the rest of netjit needs to know about an op: its schema (input/output
 counts, typed arguments, in-place rules), shape/dtype inference, fusion category, the numpy
 reference implementation (the op's living definition), an optional scalar expression template for
-elementwise ops, per-backend kernels, and the gradient maker.
+elementwise ops, per-backend lowering entries (``Lowering``: how each backend compiles it), and the
+gradient maker.
 
 Ops are declared with :func:`defop`, decorating the reference::
 
@@ -169,15 +170,19 @@ class Lowering:
 
     Each entry is a callable or a ``"module:attribute"`` string resolved on first use, so op modules
     name their kernels without importing numba (importing the registry stays cheap). Entries, for
-    the numba-cpu backend:
+    the numba-cpu backend (its one table of rules, ``numba_cpu.ENTRY_RULES``, says what each becomes):
 
     - ``head(node, values) -> ProducerCode | None``: the op heads a fused group (FC, Conv), its
       elementwise epilogue fused into the output loop;
     - ``standalone(node, values) -> (kernel, params) | None``: the op's own hand-written kernel;
     - ``expr(node) -> str``: an elementwise expression that depends on the instance (Sum's arity);
     - ``loop(node, values) -> LoopForm | None``: the per-element form of an op that is elementwise
-      only for some instances (WeightedSum, AveragedLossGradient).
-    ``threaded`` says the standalone kernel cuts its work across threads (the driver pins OpenBLAS).
+      only for some instances (WeightedSum, AveragedLossGradient);
+    - ``fill(node, values) -> FillMaker | None``: a host-side fast path for a random filler (shape and
+      arguments resolved once at plan time; see codegen/fills.py).
+    ``threaded`` says the standalone kernel cuts its work across threads (the driver then pins
+    OpenBLAS to one thread for the run; a head says so per instance, ``ProducerCode.threaded``). A ``None`` from a maker is not a failure: that
+    instance is simply not compiled this way (it runs its reference as a host step).
 
         >>> lw = Lowering(standalone="netjit.compiler.codegen.reductions:softmax")
         >>> lw.resolve("standalone").__name__
@@ -188,14 +193,21 @@ class Lowering:
     expr: Callable[..., Any] | str | None = None
     loop: Callable[..., Any] | str | None = None
     threaded: bool = False
+    fill: Callable[..., Any] | str | None = None
 
     def resolve(self, entry: str) -> Callable[..., Any] | None:
         value = getattr(self, entry)
         if isinstance(value, str):
-            import importlib
-            module, _, attr = value.partition(":")
-            value = getattr(importlib.import_module(module), attr)
+            found = _RESOLVED.get(value)
+            if found is None:
+                import importlib
+                module, _, attr = value.partition(":")
+                found = _RESOLVED[value] = getattr(importlib.import_module(module), attr)
+            value = found
         return value
+
+
+_RESOLVED: dict[str, Any] = {}   # "module:attribute" -> the object (planning asks many times)
 
 
 @dataclass
@@ -211,8 +223,6 @@ class OpDef:
     grad_copy_args: bool = True
     # Ops whose gradient Caffe2 refuses to make (Print, Summarize, Accuracy when asked).
     no_gradient_reason: str | None = None
-    # Per-backend kernels, filled in by codegen modules: {"numba-cpu": ..., "numba-cuda": ...}.
-    kernels: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
     # Argument-value checks Caffe2 made when it constructed the op (an unknown LearningRate policy,
     # a ConstantFill value that does not fit its dtype): raise ValueError. Run by ``check``, so a
@@ -220,6 +230,10 @@ class OpDef:
     validate: Callable[[Args], None] | None = None
     # Per-backend lowering entries ({"numba-cpu": Lowering(...), ...}); see ``Lowering``.
     lowering: dict[str, Lowering] = field(default_factory=dict)
+    # Ops elementwise over X with some inputs indexed by X's channel (SpatialBN in test mode, PRelu):
+    # a ``per_channel.PerChannel`` (expression + which inputs are per channel), shared by backends
+    # like ``expr``; fusion renders such an op as a loop step, e.g. in a Conv epilogue.
+    per_channel: Any = None
 
     def lowering_entry(self, backend: str, entry: str) -> Callable[..., Any] | None:
         """The resolved ``entry`` of this op's lowering for ``backend``, or None."""
@@ -347,7 +361,7 @@ def defop(op_type: str, *, inputs: int | tuple[int, int], outputs: int | tuple[i
           grad_copy_args: bool = True, no_gradient_reason: str | None = None,
           check_counts: Callable[[int, int], str | None] | None = None,
           validate: Callable[[Args], None] | None = None,
-          lowering: dict[str, Lowering] | None = None,
+          lowering: dict[str, Lowering] | None = None, per_channel: Any = None,
           ) -> Callable[[Callable[..., Any]], OpDef]:
     """Declare an op; decorates its numpy reference ``fn(ctx, *inputs) -> output | tuple``."""
     schema = Schema(inputs=_counts(inputs), outputs=_counts(outputs), args=tuple(args),
@@ -358,7 +372,7 @@ def defop(op_type: str, *, inputs: int | tuple[int, int], outputs: int | tuple[i
         return register(OpDef(type=op_type, schema=schema, category=category, reference=fn, infer=infer,
                               expr=expr, gradient=gradient, grad_copy_args=grad_copy_args,
                               no_gradient_reason=no_gradient_reason, doc=(fn.__doc__ or "").strip(),
-                              validate=validate, lowering=dict(lowering or {})))
+                              validate=validate, lowering=dict(lowering or {}), per_channel=per_channel))
     return wrap
 
 
@@ -377,5 +391,5 @@ def alias(new_type: str, existing: str) -> OpDef:
     return register(OpDef(type=new_type, schema=base.schema, category=base.category, reference=base.reference,
                           infer=base.infer, expr=base.expr, gradient=base.gradient,
                           grad_copy_args=base.grad_copy_args, no_gradient_reason=base.no_gradient_reason,
-                          kernels=base.kernels, doc=base.doc, validate=base.validate,
-                          lowering=base.lowering))
+                          doc=base.doc, validate=base.validate, lowering=base.lowering,
+                          per_channel=base.per_channel))

@@ -9,7 +9,7 @@ import numpy as np
 
 from netjit.compiler.ops.common import same_as
 from netjit.compiler.ops.gradients import GradientContext, simple_gradient
-from netjit.compiler.ops.per_channel import PerChannel, channel_axis, channel_view, register_per_channel
+from netjit.compiler.ops.per_channel import PerChannel, channel_axis, channel_view
 from netjit.compiler.ops.registry import INF, INJECTIVE, OPAQUE, Args, TensorType, arg, defop
 
 
@@ -345,7 +345,8 @@ def _prelu_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
 
 
 @defop("PRelu", inputs=2, outputs=1, args=PRELU_ARGS, inplace=[(0, 0)], category=OPAQUE, infer=_prelu_infer,
-       gradient=simple_gradient("PReluGradient", ["O0", "GO0", "I0", "I1"], ["GI0", "GI1"]))
+       gradient=simple_gradient("PReluGradient", ["O0", "GO0", "I0", "I1"], ["GI0", "GI1"]),
+       per_channel=PerChannel(expr="x0 if x0 > 0 else x1 * x0", channel_inputs=(1,)))
 def prelu(ctx, x, slope):
     """Y = X if X > 0 else slope[c]·X."""
     s = slope.reshape(_slope_view(ctx.args, tuple(x.shape), tuple(slope.shape))).astype(x.dtype, copy=False)
@@ -367,6 +368,3 @@ def prelu_gradient(ctx, y, dy, x, slope):
     axes = tuple(i for i, v in enumerate(view) if v == 1)
     dslope = contrib.sum(axis=axes).reshape(slope.shape)
     return dx.astype(x.dtype, copy=False), dslope.astype(slope.dtype, copy=False)
-
-
-register_per_channel("PRelu", PerChannel(expr="x0 if x0 > 0 else x1 * x0", channel_inputs=(1,)))

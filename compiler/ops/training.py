@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from netjit.compiler.ops.gradients import GradientContext, no_gradient
-from netjit.compiler.ops.registry import INF, OPAQUE, Args, TensorType, arg, defop
+from netjit.compiler.ops.registry import INF, OPAQUE, Args, Lowering, TensorType, arg, defop
 
 _I64 = np.dtype(np.int64)
 _F32 = np.dtype(np.float32)
@@ -202,7 +202,9 @@ def _ws_gradient(g: GradientContext) -> tuple[list, list]:
 
 
 @defop("WeightedSum", inputs=(2, INF), outputs=1, args=[arg("grad_on_w", "bool", False)], inplace=[(0, 0)],
-       category=OPAQUE, infer=_ws_infer, gradient=_ws_gradient, check_counts=_ws_counts)
+       category=OPAQUE, infer=_ws_infer, gradient=_ws_gradient, check_counts=_ws_counts,
+       # Elementwise when every weight holds one element and every X has X0's size (SGD's update).
+       lowering={"numba-cpu": Lowering(loop="netjit.compiler.codegen.elementwise:weighted_sum_loop")})
 def weighted_sum(ctx, *inputs):
     """Y = Σ w_i·X_i over pairs (X_i, w_i); each w_i holds one element, each X_i has X0's size."""
     x0 = np.asarray(inputs[0])

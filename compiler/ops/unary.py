@@ -14,7 +14,7 @@ from netjit.compiler.ops._elementwise import (const, infer_float, infer_numeric,
 from netjit.compiler.ops.arith import BROADCAST_ARGS, apply_binary, binary_infer, forward_args
 from netjit.compiler.ops.common import same_as
 from netjit.compiler.ops.gradients import GradientContext, simple_gradient
-from netjit.compiler.ops.registry import BROADCAST, ELEMWISE, Args, TensorType, arg, defop
+from netjit.compiler.ops.registry import BROADCAST, ELEMWISE, Args, Lowering, TensorType, arg, defop
 
 
 def _quiet(fn: Any, x: np.ndarray) -> np.ndarray:
@@ -119,7 +119,8 @@ def _pow_gradient(g: GradientContext) -> tuple[list, list]:
 
 
 @defop("Pow", inputs=(1, 2), outputs=1, args=POW_ARGS, inplace=[(0, 0), (1, 0)], category=BROADCAST,
-       infer=_pow_infer, gradient=_pow_gradient, grad_copy_args=False)
+       infer=_pow_infer, gradient=_pow_gradient, grad_copy_args=False,
+       lowering={"numba-cpu": Lowering(expr="netjit.compiler.codegen.elementwise:pow_expr")})
 def pow_(ctx, x, *exponent):
     """Y = X^exponent, the exponent a float argument or a second input (broadcast like Mul's B).
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from netjit.compiler.codegen.fills import fill_for
+from netjit.compiler.codegen.numba_cpu import fill_for
 from netjit.compiler.ir import import_netdef
 from netjit.compiler.ops.registry import lookup
 from netjit.compiler.passes.infer import infer_types
