@@ -14,6 +14,8 @@ import sys
 _RENAMED = {
     "caffe2.python.modeling.initializers": "netjit.initializers",
     "caffe2.python.modeling.parameter_info": "netjit.initializers",
+    "caffe2.python.modeling.gradient_clipping": "netjit.gradient_clipping",
+    "caffe2.python.modeling.net_modifier": "netjit.gradient_clipping",
 }
 
 
