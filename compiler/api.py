@@ -30,6 +30,7 @@ from netjit.compiler.passes.infer import OBJECT, type_of
 from netjit.compiler.pipeline import SegmentPlan, describe_signature, plan_segment
 from netjit.compiler.execution import LazyContext, bind_plan, run_barrier, static_checks
 from netjit.proto import caffe2_pb2
+from netjit.runtime.errors import InternalError, NetJitError
 from netjit.runtime.workspace import REGISTRY, Workspace
 
 DEVICES = ("cpu",)
@@ -106,7 +107,15 @@ class CompiledNet:
         with self._lock:
             plan = self._plans.get(key)
             if plan is None:
-                plan = plan_segment(self.graph, start, signature, self.visible)
+                try:
+                    plan = plan_segment(self.graph, start, signature, self.visible)
+                except NetJitError:
+                    raise
+                except Exception as err:  # an internal check or a compiler bug: never a bare error
+                    raise InternalError(f"net {self.net.name!r}: planning ops from #{start} failed inside "
+                                        f"the compiler ({type(err).__name__}: {err}); this is a netjit bug "
+                                        f"- please report it; NETJIT_EXECUTOR=reference runs the net "
+                                        f"without the compiler") from err
                 self._plans[key] = plan
                 self._by_start.setdefault(start, []).append(plan)
             return plan
@@ -347,7 +356,9 @@ def compile(net: Any, inputs: Mapping[str, Any] | None = None, outputs: Iterable
 
     >>> # exe = netjit.compile(net, inputs={"data": batch}); exe.run(ws); out = exe(data=batch)
     """
-    proto = _as_netdef(net)
+    from netjit.proto.io import check_net_names, parse_net_bytes  # late: keeps the import graph light
+    proto = parse_net_bytes(bytes(net)) if isinstance(net, (bytes, bytearray)) else _as_netdef(net)
+    check_net_names(proto)
     if outputs is None and len(proto.external_output):
         outputs = list(proto.external_output)
     compiled = get_compiled(proto, outputs, outputs, device)

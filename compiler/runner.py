@@ -19,7 +19,8 @@ EXECUTORS = ("compiled", "reference")
 
 
 def default_executor() -> str:
-    choice = os.environ.get("NETJIT_EXECUTOR", "compiled").strip().lower()
+    # Set but empty (NETJIT_EXECUTOR=) means the default, as for an unset variable.
+    choice = os.environ.get("NETJIT_EXECUTOR", "").strip().lower() or "compiled"
     if choice not in EXECUTORS:
         raise ValueError(f"NETJIT_EXECUTOR={choice!r}: expected one of {EXECUTORS}")
     return choice

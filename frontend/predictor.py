@@ -19,7 +19,7 @@ from netjit.compiler.ops.python_op import allow_pickled_code_in, check_consent
 from netjit.compiler.runner import make_runner
 from netjit.core_plan import as_net_def
 from netjit.proto import caffe2_pb2
-from netjit.proto.io import ProtoFormatError, load_net, parse_net_bytes
+from netjit.proto.io import ProtoFormatError, check_net_names, load_net, parse_net_bytes
 from netjit.runtime.errors import NetJitError
 from netjit.runtime.workspace import REGISTRY, Workspace
 
@@ -51,6 +51,8 @@ class Predictor:
         self.predict_net = _read_net(predict_net, "predict_net")
         parent = parent or REGISTRY.current
         # Both nets are checked before anything runs: the init net is where a payload would go.
+        check_net_names(self.init_net)
+        check_net_names(self.predict_net)
         check_consent(self.init_net, parent, allow=allow_pickled_code)
         check_consent(self.predict_net, parent, allow=allow_pickled_code)
         self.ws = Workspace(f"{parent.name}/predictor", parent.root_folder, parent=parent)

@@ -18,7 +18,7 @@ from netjit.compiler.ops.registry import all_ops, has_op
 from netjit.compiler.reference import run_operator_once
 from netjit.core_plan import as_net_def
 from netjit.proto import caffe2_pb2
-from netjit.runtime.errors import BlobNotFound, NetJitError
+from netjit.runtime.errors import BadNameError, BlobNotFound, NetJitError
 from netjit.runtime.workspace import REGISTRY, Workspace
 
 # Caffe2 exposed these from its C extension; scripts check them.
@@ -32,7 +32,12 @@ def _ws() -> Workspace:
 
 
 def StringifyBlobName(name: Any) -> str:
-    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
+    if isinstance(name, bytes):
+        try:
+            return name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadNameError(f"name {name!r} is not valid UTF-8 text") from None
+    return str(name)
 
 
 def StringifyNetName(name: Any) -> str:
@@ -179,8 +184,12 @@ blobs = _BlobsView()
 
 
 # --------------------------------------------------------------------------------- running
-def _consent(net: caffe2_pb2.NetDef) -> None:
+def _admit(net: caffe2_pb2.NetDef) -> None:
+    """What every entry point checks before constructing a net: names are text, and no code from a
+    file runs without consent (Python ops with pickled builders)."""
     from netjit.compiler.ops.python_op import check_consent
+    from netjit.proto.io import check_net_names
+    check_net_names(net)
     check_consent(net, _ws())
 
 
@@ -196,7 +205,7 @@ def AllowPickledPythonOps(allow: bool = True) -> bool:
 
 
 def RunOperatorOnce(operator: caffe2_pb2.OperatorDef) -> bool:
-    _consent(caffe2_pb2.NetDef(name="RunOperatorOnce", op=[operator]))
+    _admit(caffe2_pb2.NetDef(name="RunOperatorOnce", op=[operator]))
     run_operator_once(operator, _ws())
     return True
 
@@ -213,7 +222,7 @@ def CreateNet(net: Any, overwrite: bool = False, input_blobs: Iterable[Any] | No
     for blob in input_blobs or ():
         ws.create_blob(StringifyBlobName(blob))
     proto = as_net_def(net)
-    _consent(proto)
+    _admit(proto)
     if proto.name in ws.nets and not overwrite:
         raise NetJitError(f"a net named {proto.name!r} already exists in workspace {ws.name!r}; pass "
                           f"overwrite=True to replace it")
@@ -241,7 +250,7 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
 def RunNetOnce(net: Any) -> bool:
     """Construct ``net``, run it once, and forget it (the compiled plan stays cached)."""
     proto = as_net_def(net)
-    _consent(proto)
+    _admit(proto)
     _runner.make_runner(proto, _ws()).run()
     return True
 

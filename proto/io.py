@@ -28,7 +28,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from netjit.proto import caffe2_pb2
-from netjit.runtime.errors import NetJitError
+from netjit.runtime.errors import BadNameError, NetJitError
 
 M = TypeVar("M", bound=Message)
 PathLike = str | os.PathLike
@@ -237,6 +237,45 @@ def parse_message(data: bytes | str, message_type: type[M], source: str = "<byte
     if (other == "text") == looks_text:
         reason += f"; as {_FORMAT_WORDS[other]}: {failures[other]}"
     raise ProtoFormatError(source, message_type.DESCRIPTOR.full_name, reason)
+
+
+def _shown(text: Any) -> str:
+    return text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else str(text)
+
+
+def check_net_names(net: caffe2_pb2.NetDef) -> None:
+    """Raise :class:`BadNameError` (naming the net, op index and type) when a name field of ``net``
+    or of a net nested in an argument is not valid UTF-8: protobuf returns such fields as bytes,
+    which no blob name can be.
+
+    >>> check_net_names(caffe2_pb2.NetDef(name="fine"))
+    """
+    name = _shown(net.name)
+
+    def bad(what: str, value: Any, index: int | None = None, op_type: Any = None) -> BadNameError:
+        return BadNameError(f"{what} {value!r} is not valid UTF-8 text", net=name, index=index,
+                            op_type=None if op_type is None else _shown(op_type))
+
+    for what in ("name", "type"):
+        if isinstance(getattr(net, what), bytes):
+            raise bad(f"the net's {what}", getattr(net, what))
+    for what in ("external_input", "external_output"):
+        for blob in getattr(net, what):
+            if isinstance(blob, bytes):
+                raise bad(f"{what} blob name", blob)
+    for index, op in enumerate(net.op):
+        for what in ("type", "name", "engine"):
+            if isinstance(getattr(op, what), bytes):
+                raise bad(f"the op's {what}", getattr(op, what), index, op.type)
+        for what in ("input", "output", "control_input"):
+            for blob in getattr(op, what):
+                if isinstance(blob, bytes):
+                    raise bad(f"{what} blob name", blob, index, op.type)
+        for argument in op.arg:
+            if isinstance(argument.name, bytes):
+                raise bad("argument name", argument.name, index, op.type)
+            for sub in ([argument.n] if argument.HasField("n") else []) + list(argument.nets):
+                check_net_names(sub)
 
 
 def parse_net_bytes(data: bytes | str, source: str = "<bytes>") -> caffe2_pb2.NetDef:

@@ -38,6 +38,10 @@ class OpError(NetJitError):
         super().__init__(f"{head}: {message}{tail}" if head else f"{message}{tail}")
 
 
+class BadNameError(OpError, ValueError):
+    """A net, blob or op name that is not valid UTF-8 text (protobuf hands such fields back as bytes)."""
+
+
 class PickledCodeError(OpError):
     """A model file holds code (a pickled Python-op builder) and the user has not opted in."""
 

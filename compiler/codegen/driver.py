@@ -92,7 +92,9 @@ def generate(graph: Graph, buffers: BufferPlan, kernels: Mapping[int, KernelCall
             var[name] = f"v{len(var)}"
         return var[name]
 
-    spec = DriverSpec(source="", filename=f"<netjit driver {tag}>", inputs=list(graph.inputs.items()),
+    # compile() refuses a NUL in a filename; a net's name may hold any character.
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in tag)
+    spec = DriverSpec(source="", filename=f"<netjit driver {shown}>", inputs=list(graph.inputs.items()),
                       input_types=[values[n] for n in graph.inputs.values()], steps=[])
     dtype_ids: dict[np.dtype, str] = {}
 

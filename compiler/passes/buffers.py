@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from netjit.compiler.ir import Graph, Node
+from netjit.runtime.errors import InternalError
 
 ALIGN = 64
 _RESTARTS = 64
@@ -60,8 +61,9 @@ class BufferPlan:
                 f"{len(self.inplace)} in place)")
 
 
-class BufferPlanError(AssertionError):
-    """Two values that are live at the same time share bytes (a planner bug)."""
+class BufferPlanError(InternalError):
+    """Two values that are live at the same time share bytes (a planner bug, reported as a netjit
+    error naming the net instead of a bare AssertionError)."""
 
 
 def lower_bound(intervals: Iterable[Interval], inplace: Iterable[tuple[str, str]] = ()) -> int:
@@ -124,14 +126,18 @@ def _place(ivs: list[Interval]) -> tuple[dict[str, int], set[tuple[str, str]]]:
     for iv in ivs:
         size = _aligned(iv.nbytes)
         partner = iv.inplace_of if iv.inplace_of in offsets else None
-        busy = sorted((offsets[o], offsets[o] + _aligned(by_name[o].nbytes)) for o in offsets
-                      if by_name[o].overlaps(iv) and o != partner)
-        if partner is not None and _aligned(by_name[partner].nbytes) == size:
+        others = sorted((offsets[o], offsets[o] + _aligned(by_name[o].nbytes)) for o in offsets
+                        if by_name[o].overlaps(iv) and o != partner)
+        if partner is not None and by_name[partner].nbytes == iv.nbytes:
             off = offsets[partner]
-            if all(b <= off or a >= off + size for a, b in busy):
+            if all(b <= off or a >= off + size for a, b in others):
                 offsets[iv.name] = off
                 taken.add((iv.name, partner))
                 continue
+        # Not in place after all: the partner's bytes are as busy as anyone's (they are live
+        # together at this step), so the best fit must avoid them too.
+        busy = others if partner is None else sorted(
+            others + [(offsets[partner], offsets[partner] + _aligned(by_name[partner].nbytes))])
         offsets[iv.name] = _best_fit(busy, size) if size else 0
     return offsets, taken
 
