@@ -304,6 +304,14 @@ class Net:
     def AddExternalInputs(self, *inputs: Any) -> Any:
         return self.AddExternalInput(*inputs)
 
+    def AddScopedExternalInputs(self, *inputs: Any) -> list[BlobReference]:
+        """External inputs named in the current name scope; always a list (step nets of rnn_cell)."""
+        refs = self.AddExternalInput(*[ScopedBlobReference(str(b)) for b in inputs])
+        return refs if isinstance(refs, list) else [refs]
+
+    def AddScopedExternalOutputs(self, *outputs: Any) -> Any:
+        return self.AddExternalOutput(*[ScopedBlobReference(str(b), net=self) for b in outputs])
+
     # -------------------------------------------------------------------------- blob naming
     def NextName(self, prefix: str | None = None, output_id: int | None = None) -> BlobReference:
         base = f"{self._net.name}/{prefix}" if prefix else self._net.name

@@ -1,0 +1,144 @@
+"""numba-cpu kernels for ``LSTMUnit`` and ``LSTMUnitGradient`` (compiler/ops/lstm.py).
+
+One pass over the batch: each row reads its four gate pre-activations, applies the nonlinearities
+and writes H and C (or their gradients) once, where the numpy references build a dozen temporaries.
+A row past its sequence end copies (or with ``drop_states`` zeroes) its state, as Caffe2's kernel.
+The makers decline anything but float32/float64 [1, N, D] states; the op then runs its reference.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+from numba import njit
+
+from netjit.compiler.codegen.loops import Param
+from netjit.compiler.ir import Node, Value
+
+FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+_OPTS = dict(cache=True, error_model="numpy", nogil=True)
+
+
+@njit(**_OPTS)
+def _sigmoid(v):
+    # Both branches keep exp's argument <= 0, so nothing overflows.
+    if v >= 0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
+@njit(**_OPTS)
+def _rows(n, d, hp, cp, x, seq, use_seq, t, fb, drop, h, c):
+    hpf, cpf, xf, hf, cf = hp.reshape(-1), cp.reshape(-1), x.reshape(-1), h.reshape(-1), c.reshape(-1)
+    sf = seq.reshape(-1)
+    for r in range(n):
+        base, gb = r * d, r * 4 * d
+        if use_seq and not t < sf[r]:
+            for k in range(base, base + d):
+                hf[k] = 0.0 if drop else hpf[k]
+                cf[k] = 0.0 if drop else cpf[k]
+            continue
+        for k in range(d):
+            i = _sigmoid(xf[gb + k])
+            f = _sigmoid(xf[gb + d + k] + fb)
+            o = _sigmoid(xf[gb + 2 * d + k])
+            g = math.tanh(xf[gb + 3 * d + k])
+            cv = f * cpf[base + k] + i * g
+            cf[base + k] = cv
+            hf[base + k] = o * math.tanh(cv)
+
+
+@njit(**_OPTS)
+def lstm_unit_seq_kernel(n, d, drop, fb, hp, cp, x, seq, ts, h, c):
+    _rows(n, d, hp, cp, x, seq, True, ts.reshape(-1)[0], fb, drop, h, c)
+
+
+@njit(**_OPTS)
+def lstm_unit_kernel(n, d, drop, fb, hp, cp, x, ts, h, c):
+    _rows(n, d, hp, cp, x, ts, False, ts.reshape(-1)[0], fb, drop, h, c)
+
+
+@njit(**_OPTS)
+def _grad_rows(n, d, cp, x, seq, use_seq, t, c, dh, dc, fb, drop, dhp, dcp, dx):
+    cpf, xf, cf = cp.reshape(-1), x.reshape(-1), c.reshape(-1)
+    dhf, dcf, dhpf, dcpf, dxf = dh.reshape(-1), dc.reshape(-1), dhp.reshape(-1), dcp.reshape(-1), dx.reshape(-1)
+    sf = seq.reshape(-1)
+    for r in range(n):
+        base, gb = r * d, r * 4 * d
+        if use_seq and not t < sf[r]:
+            for k in range(base, base + d):
+                dhpf[k] = 0.0 if drop else dhf[k]
+                dcpf[k] = 0.0 if drop else dcf[k]
+            for k in range(gb, gb + 4 * d):
+                dxf[k] = 0.0
+            continue
+        for k in range(d):
+            i = _sigmoid(xf[gb + k])
+            f = _sigmoid(xf[gb + d + k] + fb)
+            o = _sigmoid(xf[gb + 2 * d + k])
+            g = math.tanh(xf[gb + 3 * d + k])
+            tc = math.tanh(cf[base + k])
+            dct = dcf[base + k] + dhf[base + k] * o * (1.0 - tc * tc)
+            dcpf[base + k] = dct * f
+            dhpf[base + k] = 0.0
+            dxf[gb + k] = dct * g * i * (1.0 - i)
+            dxf[gb + d + k] = dct * cpf[base + k] * f * (1.0 - f)
+            dxf[gb + 2 * d + k] = dhf[base + k] * tc * o * (1.0 - o)
+            dxf[gb + 3 * d + k] = dct * i * (1.0 - g * g)
+
+
+@njit(**_OPTS)
+def lstm_unit_gradient_seq_kernel(n, d, drop, fb, hp, cp, x, seq, ts, h, c, dh, dc, dhp, dcp, dx):
+    _grad_rows(n, d, cp, x, seq, True, ts.reshape(-1)[0], c, dh, dc, fb, drop, dhp, dcp, dx)
+
+
+@njit(**_OPTS)
+def lstm_unit_gradient_kernel(n, d, drop, fb, hp, cp, x, ts, h, c, dh, dc, dhp, dcp, dx):
+    _grad_rows(n, d, cp, x, ts, False, ts.reshape(-1)[0], c, dh, dc, fb, drop, dhp, dcp, dx)
+
+
+def _dims(node: Node, values: Mapping[str, Value]) -> tuple[int, int] | None:
+    """(N, D) when every float value is one float dtype and the states are [1, N, D]."""
+    hp, cp, x = (values[v] for v in node.inputs[:3])
+    outs = [values[o] for o in node.outputs]
+    floats = [hp, cp, x] + outs
+    if not all(v.typed for v in floats) or len({v.dtype for v in floats}) != 1 or cp.dtype not in FLOATS:
+        return None
+    if len(cp.shape) != 3 or cp.shape[0] != 1 or hp.shape != cp.shape:
+        return None
+    n, d = cp.shape[1], cp.shape[2]
+    if tuple(x.shape) != (1, n, 4 * d) or n * d == 0:
+        return None
+    ints = [values[v] for v in node.inputs[3:3 + (2 if node.attrs.get("sequence_lengths", True) else 1)]]
+    if not all(v.typed and v.dtype.kind in "iu" for v in ints) or ints[-1].size != 1:
+        return None
+    if len(ints) == 2 and ints[0].size != n:
+        return None
+    return n, d
+
+
+def _head(node: Node, n: int, d: int) -> list[Param]:
+    return [Param("dim", n), Param("dim", d), Param("dim", int(bool(node.attrs.get("drop_states", False)))),
+            Param("scalar", float(node.attrs.get("forget_bias", 0.0)))]
+
+
+def lstm_unit(node: Node, values: Mapping[str, Value]):
+    dims = _dims(node, values)
+    if dims is None:
+        return None
+    fn = lstm_unit_seq_kernel if node.attrs.get("sequence_lengths", True) else lstm_unit_kernel
+    return fn, _head(node, *dims) + [Param("in", v) for v in node.inputs] + [Param("out", o) for o in node.outputs]
+
+
+def lstm_unit_gradient(node: Node, values: Mapping[str, Value]):
+    dims = _dims(node, values)
+    if dims is None:
+        return None
+    rest = [values[v] for v in node.inputs[-4:]]
+    if not all(v.typed and v.dtype == values[node.inputs[1]].dtype and v.size == dims[0] * dims[1] for v in rest):
+        return None
+    seq = node.attrs.get("sequence_lengths", True)
+    fn = lstm_unit_gradient_seq_kernel if seq else lstm_unit_gradient_kernel
+    return fn, _head(node, *dims) + [Param("in", v) for v in node.inputs] + [Param("out", o) for o in node.outputs]
