@@ -1,7 +1,7 @@
 """Normalisation and regularisation: LRN, SpatialBN, Dropout, and their gradients.
 
 SpatialBN in test mode is a per-channel affine map of X; its record's ``per_channel`` entry gives its
-expression so the fuser can fold it into a Conv epilogue (the reference stays the plain formula).
+expression so the fuser can fold it into a Conv epilogue (the reference computes the same formula).
 """
 from __future__ import annotations
 
@@ -142,14 +142,17 @@ def _bn_gradient_maker(g: GradientContext) -> tuple[list, list]:
 @defop("SpatialBN", inputs=(5, 7), outputs=(1, 5), args=BN_ARGS, check_counts=_bn_in_counts,
        inplace=[(0, 0), (3, 1), (4, 2), (5, 3), (6, 4)], enforce_inplace=[(3, 1), (4, 2)],
        category=OPAQUE, infer=_bn_infer, gradient=_bn_gradient_maker,
-       # Compiled in test mode as X·k + (bias - mean·k) with k = scale/√(var + ε), as Caffe2's own CPU
-       # kernel folds it: k and the shift depend on the channel only, so a fused loop computes them
-       # once per row and its inner loop is one multiply-add instead of a division per element (the
-       # reference divides; the two differ by rounding).
-       per_channel=PerChannel(expr="x0 * (x1 / sqrt(x4 + epsilon)) + (x2 - x3 * (x1 / sqrt(x4 + epsilon)))",
+       # Test mode, compiled and reference alike, is Caffe2's CPU formula (spatial_batch_norm_op.cc):
+       # inv_std = 1/√(var + ε), Y = X·(inv_std·scale) + (bias - mean·inv_std·scale), in X's dtype.
+       # The factor and the shift depend on the channel only, so a fused loop computes them once per
+       # row and its inner loop is one multiply-add; with one formula both paths agree also where
+       # the values overflow (mean 1e30, scale inf give Caffe2's inf/nan, not another rounding).
+       per_channel=PerChannel(expr="x0 * ((1 / sqrt(x4 + epsilon)) * x1) + (x2 - x3 * (1 / sqrt(x4 + epsilon)) * x1)",
                               channel_inputs=(1, 2, 3, 4), applies=lambda args: bool(args.get("is_test"))))
 def spatial_bn(ctx, x, scale, bias, mean, var, *sums):
-    """Test: Y = (X - mean)/√(var + ε)·scale + bias. Train: normalise with the batch statistics
+    """Test: Y = X·k + (bias - mean·inv_std·scale) with inv_std = 1/√(var + ε), k = inv_std·scale
+    (Caffe2's folding of (X - mean)·inv_std·scale + bias, evaluated in X's dtype in this order by
+    the reference and the compiled kernels alike). Train: normalise with the batch statistics
     (biased variance), update running = running·momentum + batch·(1 - momentum), and also output
     saved_mean and saved_inv_std = 1/√(batch_var + ε)."""
     a = ctx.args
@@ -159,7 +162,11 @@ def spatial_bn(ctx, x, scale, bias, mean, var, *sums):
     t = x.dtype.type
     eps = t(a.epsilon)
     if a.is_test:
-        y = (x - mean.reshape(view)) / np.sqrt(var.reshape(view) + eps) * scale.reshape(view) + bias.reshape(view)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            inv_std = t(1) / np.sqrt(var.reshape(view) + eps)
+            k = inv_std * scale.reshape(view)
+            shift = bias.reshape(view) - mean.reshape(view) * inv_std * scale.reshape(view)
+            y = x * k + shift
         return y.astype(x.dtype, copy=False)
     axes = tuple(i for i in range(x.ndim) if i != axis)
     count = x.size // c
