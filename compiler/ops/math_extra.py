@@ -21,6 +21,16 @@ from netjit.compiler.ops.gradients import GradientContext, simple_gradient
 from netjit.compiler.ops.registry import ELEMWISE, INF, OPAQUE, Args, Lowering, TensorType, defop
 
 
+def _all_float(i_out: int):
+    """Inference rule: every input floating-point (as the reference demands); output like input i_out."""
+    def infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
+        for i, t in enumerate(inputs):
+            if np.dtype(t.dtype).kind != "f":
+                raise ValueError(f"input {i} must be a floating-point tensor, got dtype {np.dtype(t.dtype)}")
+        return [inputs[i_out]]
+    return infer
+
+
 def _stable_sigmoid(x: np.ndarray) -> np.ndarray:
     e = np.exp(-np.abs(x))  # in (0, 1]: never overflows
     one = const(x, 1)
@@ -39,7 +49,7 @@ def swish(ctx, x):
     return out(x * _stable_sigmoid(x), x.dtype)
 
 
-@defop("SwishGradient", inputs=3, outputs=1, inplace=[(2, 0)], category=ELEMWISE, infer=same_as(2),
+@defop("SwishGradient", inputs=3, outputs=1, inplace=[(2, 0)], category=ELEMWISE, infer=_all_float(2),
        expr="x2 * (x1 + (1 - x1) * sigmoid(x0))")
 def swish_gradient(ctx, x, y, dy):
     """[X, Y, dY] -> dX = dY·(Y + (1 − Y)·sigmoid(X))."""
@@ -67,7 +77,7 @@ def softsign(ctx, x):
     return out(x / (const(x, 1) + np.abs(x)), x.dtype)
 
 
-@defop("SoftsignGradient", inputs=2, outputs=1, inplace=[(1, 0)], category=ELEMWISE, infer=same_as(1),
+@defop("SoftsignGradient", inputs=2, outputs=1, inplace=[(1, 0)], category=ELEMWISE, infer=_all_float(1),
        expr="x1 / ((1 + abs(x0)) * (1 + abs(x0)))")
 def softsign_gradient(ctx, x, dy):
     """[X, dY] -> dX = dY / (1 + |X|)²."""
