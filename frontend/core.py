@@ -15,7 +15,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from netjit.compiler.ops.registry import all_ops, has_op
-from netjit.core_plan import ExecutionStep, Plan, execution_step  # noqa: F401  (re-exported API)
+from netjit.core_plan import (ExecutionStep, Plan, add_nets_in_order, execution_step,  # noqa: F401  (re-exported API)
+                              get_net_name, scoped_execution_step, to_execution_step)
 from netjit.proto import caffe2_pb2
 from netjit.proto.args import make_argument
 from netjit.scope import CurrentDeviceScope, CurrentNameScope, DeviceScope, NameScope  # noqa: F401

@@ -1,13 +1,29 @@
-"""Running PlanDefs and ExecutionSteps (``workspace.RunPlan``).
+"""Running PlanDefs and ExecutionSteps (``workspace.RunPlan``), with Caffe2's plan-executor rules.
 
-Steps run their nets (or substeps) ``num_iter`` times, or until ``should_stop_blob`` holds true;
-``only_once`` substeps run on the first iteration only; ``report_net`` runs every
-``report_interval`` iterations; ``create_workspace`` runs the step in a child workspace.
-Concurrent substeps run one after another: correct for plans whose substeps do not wait on each
-other, which is what Caffe2's own tests and tutorials use.
+- A step runs its nets (or its substeps, in order) ``num_iter`` times (default once), or, with
+  ``should_stop_blob``, until that scalar bool blob is true. The blob is checked after every net and
+  every substep (never before the first), and ends only the step that names it. A stop blob that does
+  not exist yet, or holds nothing yet, reads as false.
+- ``only_once`` (with a stop blob) runs one iteration. ``create_workspace`` runs the step in a fresh
+  child workspace each time (it sees the parent's blobs; what it creates disappears with it).
+- Substeps with ``run_every_ms`` and a step's ``report_net`` are reporters: Caffe2 ran them on a
+  timer thread. Here they run between iterations once their interval has passed, and once more after
+  the step ends (Caffe2's guarantee).
+- ``concurrent_substeps`` and ``num_concurrent_instances`` run their substeps one after another:
+  correct for plans whose substeps do not wait on each other, which is what Caffe2's tests and
+  tutorials use.
+- The plan's nets are created in the workspace the first time a step runs them (so
+  ``workspace.RunNet(name)`` works afterwards); a net of that name created before is replaced once.
+  Each net runs through the default executor (compiled unless ``NETJIT_EXECUTOR=reference``).
+
+>>> from netjit import core, workspace
+>>> net = core.Net("plan_doc_net"); _ = net.ConstantFill([], "plan_doc_y", shape=[1], value=2.0)
+>>> workspace.RunPlan(core.Plan(core.execution_step("plan_doc_step", net)))
+True
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -18,73 +34,133 @@ from netjit.runtime.errors import NetJitError
 from netjit.runtime.workspace import Workspace
 
 
-def _as_plan(plan_or_step: Any) -> caffe2_pb2.PlanDef:
+def as_plan(plan_or_step: Any) -> caffe2_pb2.PlanDef:
+    """A PlanDef from a PlanDef, a core.Plan, an ExecutionStep (with the nets it holds) or a
+    NetBuilder (through ``to_execution_step``)."""
     if isinstance(plan_or_step, caffe2_pb2.PlanDef):
         return plan_or_step
+    from netjit.net_builder import NetBuilder
+    if isinstance(plan_or_step, NetBuilder):
+        from netjit.core_plan import to_execution_step
+        plan_or_step = to_execution_step(plan_or_step)
     proto = plan_or_step.Proto() if hasattr(plan_or_step, "Proto") else plan_or_step
     if isinstance(proto, caffe2_pb2.PlanDef):
         return proto
     if isinstance(proto, caffe2_pb2.ExecutionStep):
+        from netjit.core_plan import Plan
+        if hasattr(plan_or_step, "Proto"):
+            return Plan(plan_or_step).Proto()
         plan = caffe2_pb2.PlanDef(name=proto.name)
-        nets = getattr(plan_or_step, "_net_dict", {})
-        for net in nets.values():
-            plan.network.add().CopyFrom(net.Proto() if hasattr(net, "Proto") else net)
         plan.execution_step.add().CopyFrom(proto)
         return plan
-    raise TypeError(f"RunPlan takes a PlanDef, a core.Plan or an ExecutionStep, got {type(plan_or_step).__name__}")
+    raise TypeError(f"RunPlan takes a PlanDef, a core.Plan, an ExecutionStep or a NetBuilder, got "
+                    f"{type(plan_or_step).__name__}")
+
+
+def _written_blobs(plan: caffe2_pb2.PlanDef) -> set[str]:
+    return {o for net in plan.network for op in net.op for o in op.output}
 
 
 class _PlanRun:
+    """One run of a plan: its nets by name, which of them were created in which workspace."""
+
     def __init__(self, plan: caffe2_pb2.PlanDef, ws: Workspace):
         self.plan = plan
-        self.nets = {net.name: net for net in plan.network}
-        self.runners: dict[tuple[int, str], Any] = {}
+        self.nets: dict[str, caffe2_pb2.NetDef] = {}
+        for net in plan.network:
+            if net.name in self.nets:
+                raise NetJitError(f"plan {plan.name!r} holds two networks named {net.name!r}; net names in a "
+                                  f"plan must be unique")
+            self.nets[net.name] = net
+        self.created: set[tuple[int, str]] = set()
+        self.written = _written_blobs(plan)
 
-    def runner(self, name: str, ws: Workspace) -> Any:
+    def runner(self, name: str, ws: Workspace, step: caffe2_pb2.ExecutionStep) -> Any:
         key = (id(ws), name)
-        if key not in self.runners:
+        if key not in self.created:
             if name in self.nets:
-                self.runners[key] = make_runner(self.nets[name], ws)
-            elif name in ws.nets:
-                self.runners[key] = ws.nets[name]
-            else:
-                raise NetJitError(f"plan {self.plan.name!r} refers to net {name!r}, which is neither in the "
-                                  f"plan nor created in workspace {ws.name!r}")
-        return self.runners[key]
+                ws.nets[name] = make_runner(self.nets[name], ws)
+            elif name not in ws.nets:
+                raise NetJitError(f"execution step {step.name!r} of plan {self.plan.name!r} uses net {name!r}, "
+                                  f"which is neither in the plan nor created in workspace {ws.name!r}")
+            self.created.add(key)
+        return ws.nets[name]
 
     def should_stop(self, step: caffe2_pb2.ExecutionStep, ws: Workspace) -> bool:
-        if not step.should_stop_blob:
+        name = step.should_stop_blob
+        if not name or not ws.has(name):
             return False
-        value = ws.get(step.should_stop_blob) if ws.has(step.should_stop_blob) else None
+        value = ws.get(name)
         if value is None:
             return False
-        return bool(np.asarray(value).reshape(-1)[0])
+        arr = np.asarray(value)
+        if arr.dtype != np.bool_ or arr.size != 1:
+            raise NetJitError(f"execution step {step.name!r}: should_stop_blob {name!r} must be a scalar bool "
+                              f"tensor, got {arr.dtype} of shape {arr.shape}")
+        return bool(arr.reshape(-1)[0])
+
+    def iterations(self, step: caffe2_pb2.ExecutionStep) -> int | None:
+        if step.should_stop_blob:
+            if step.HasField("num_iter"):
+                raise NetJitError(f"execution step {step.name!r} sets both num_iter and should_stop_blob")
+            return 1 if step.only_once else None
+        if step.only_once:
+            raise NetJitError(f"execution step {step.name!r}: only_once needs a should_stop_blob")
+        return step.num_iter if step.HasField("num_iter") else 1
 
     def run_step(self, step: caffe2_pb2.ExecutionStep, ws: Workspace) -> None:
         if step.substep and step.network:
-            raise NetJitError(f"execution step {step.name!r} has both substeps and networks")
+            raise NetJitError(f"execution step {step.name!r} has both substeps and networks; a step has one "
+                              f"or the other")
         if step.create_workspace:
             ws = Workspace(f"{ws.name}/{step.name}", ws.root_folder, parent=ws)
-        limit = step.num_iter if step.HasField("num_iter") else (None if step.should_stop_blob else 1)
+        limit = self.iterations(step)
+        if step.should_stop_blob and not ws.has(step.should_stop_blob) \
+                and step.should_stop_blob not in self.written:
+            raise NetJitError(f"execution step {step.name!r}: should_stop_blob {step.should_stop_blob!r} does "
+                              f"not exist and no net of plan {self.plan.name!r} writes it")
+        recurring = [s for s in step.substep if not s.HasField("run_every_ms")]
+        reporters = [[s, time.monotonic()] for s in step.substep if s.HasField("run_every_ms")]
+        nets = [self.runner(n, ws, step) for n in step.network]
+        report = self.runner(step.report_net, ws, step) if step.report_net else None
+        last_report = time.monotonic()
+        copies = max(1, step.num_concurrent_instances) if step.HasField("num_concurrent_instances") else 1
         iteration = 0
         while limit is None or iteration < limit:
-            if self.should_stop(step, ws):
+            if self._iterate(step, ws, recurring, nets, copies):
                 break
-            for sub in step.substep:
-                if sub.only_once and iteration > 0:
-                    continue
-                self.run_step(sub, ws)
-            for name in step.network:
-                self.runner(name, ws).run()
             iteration += 1
-            if step.report_net and step.report_interval > 0 and iteration % step.report_interval == 0:
-                self.runner(step.report_net, ws).run()
+            now = time.monotonic()
+            for entry in reporters:
+                if (now - entry[1]) * 1000.0 >= entry[0].run_every_ms:
+                    self.run_step(entry[0], ws)
+                    entry[1] = now
+            if report is not None and now - last_report >= step.report_interval:
+                report.run()
+                last_report = now
+        for sub, _ in reporters:
+            self.run_step(sub, ws)
+        if report is not None:
+            report.run()
+
+    def _iterate(self, step: caffe2_pb2.ExecutionStep, ws: Workspace, recurring: list, nets: list,
+                 copies: int) -> bool:
+        """One iteration of a step; True when its stop blob ended it."""
+        for sub in recurring:
+            for _ in range(copies):
+                self.run_step(sub, ws)
             if self.should_stop(step, ws):
-                break
+                return True
+        for net in nets:
+            net.run()
+            if self.should_stop(step, ws):
+                return True
+        return False
 
 
 def run_plan(plan_or_step: Any, ws: Workspace) -> None:
-    plan = _as_plan(plan_or_step)
+    """Run every execution step of the plan, in order, against ``ws``."""
+    plan = as_plan(plan_or_step)
     run = _PlanRun(plan, ws)
     for step in plan.execution_step:
         run.run_step(step, ws)
