@@ -1,0 +1,105 @@
+"""Ahead-of-time compiled predict nets: ``netjit aot`` writes a bundle folder that C and Python load
+without numba or LLVM.
+
+``build_bundle`` plans the predict net as a ``workspace.Predictor`` would (declared input shapes,
+only the external outputs visible), compiles every step's kernel plus one entry that calls them in
+plan order into a single object, and links ``NAME.so`` with the system C compiler (native.py).
+The build runs in a child process because the numba settings it needs are read once per process:
+
+- ``NUMBA_THREADING_LAYER=workqueue`` makes netjit's kernels serial (codegen/parallel.py): a bundle
+  cannot carry numba's threading layer; the GEMMs still use the bundled OpenBLAS's threads;
+- ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` make the kernels' IR for the target CPU (``--target``);
+- ``NUMBA_CACHE_DIR`` gives those kernels a disk cache of their own (numba's cache key does not
+  record the threading layer, so JIT kernels with parallel regions must not be reused).
+
+>>> # manifest = build_bundle("init_net.pb", "predict_net.pb", {"data": ((1, 1, 28, 28), "float32")},
+>>> #                         name="lenet", out="build/lenet")
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from netjit.compiler.aot.cpu import TARGETS
+from netjit.compiler.aot.plan import AotError, parse_shape
+
+__all__ = ["AotError", "TARGETS", "build_bundle", "build_env", "parse_shape"]
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("NETJIT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "netjit")
+    return Path(root)
+
+
+def build_env(target: str) -> dict[str, str]:
+    """The environment of the build process for ``target``."""
+    from netjit.compiler.aot.cpu import llvm_target
+    cpu, features = llvm_target(target) if target != "native" else ("", "")
+    env = dict(os.environ)
+    env["NUMBA_THREADING_LAYER"] = "workqueue"
+    env["NUMBA_CACHE_DIR"] = str(_cache_root() / "aot-numba" / target)
+    env.pop("NUMBA_CPU_NAME", None)
+    env.pop("NUMBA_CPU_FEATURES", None)
+    if cpu:
+        env["NUMBA_CPU_NAME"] = cpu
+        env["NUMBA_CPU_FEATURES"] = features
+    return env
+
+
+def _net_file(net: Any, folder: Path, label: str) -> str:
+    if isinstance(net, (str, os.PathLike)):
+        path = Path(net)
+        if not path.exists():
+            raise FileNotFoundError(2, "no such file", str(path))
+        return str(path.resolve())
+    from netjit.core_plan import as_net_def
+    path = folder / f"{label}.pb"
+    path.write_bytes(as_net_def(net).SerializeToString())
+    return str(path)
+
+
+def build_bundle(init_net: Any, predict_net: Any, inputs: Mapping[str, Any], name: str,
+                 out: str | os.PathLike, target: str = "native", progress: bool = True,
+                 timeout: float | None = None) -> dict[str, Any]:
+    """Build the bundle ``out/`` (NAME.so, NAME.h, NAME.weights.bin, bundle.json) from an init
+    and a predict net (paths to ``.pb``/``.pbtxt`` files, NetDefs or ``core.Net``s). ``inputs``:
+    blob -> shape, or (shape, dtype) (default float32). Returns the manifest; raises
+    :class:`AotError` for a net that cannot be bundled (nothing is written then).
+
+    >>> # build_bundle(init, predict, {"data": (1, 3, 224, 224)}, "resnet50", "build/resnet50")
+    """
+    if target not in TARGETS:
+        raise AotError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
+    norm: dict[str, tuple[list[int], str]] = {}
+    for blob, spec in inputs.items():
+        if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], (tuple, list)):
+            shape, dtype = spec
+        else:
+            shape, dtype = spec, "float32"
+        if isinstance(shape, str):
+            shape = parse_shape(shape)
+        norm[blob] = ([int(d) for d in shape], str(dtype if isinstance(dtype, str) else getattr(dtype, "__name__", dtype)))
+    with tempfile.TemporaryDirectory(prefix="netjit-aot-") as tmp:
+        folder = Path(tmp)
+        request = {"init_net": _net_file(init_net, folder, "init_net"),
+                   "predict_net": _net_file(predict_net, folder, "predict_net"),
+                   "inputs": norm, "name": name, "out": str(Path(out).resolve()), "target": target,
+                   "progress": progress, "result": str(folder / "result.json")}
+        (folder / "request.json").write_text(json.dumps(request))
+        done = subprocess.run([sys.executable, "-m", "netjit.compiler.aot.build", str(folder / "request.json")],
+                              env=build_env(target), stdout=None if progress else subprocess.DEVNULL,
+                              stderr=None if progress else subprocess.PIPE, timeout=timeout)
+        result_file = folder / "result.json"
+        if not result_file.exists():
+            detail = (done.stderr or b"").decode(errors="replace")[-4000:] if not progress else ""
+            raise RuntimeError(f"the netjit aot build process failed (exit {done.returncode})"
+                               + (f":\n{detail}" if detail else "; its traceback is above"))
+        result = json.loads(result_file.read_text())
+    if not result["ok"]:
+        raise AotError(result["error"])
+    return result["manifest"]
