@@ -157,7 +157,7 @@ class CompiledNet:
             private = children[self] = Workspace(f"{base.name}/{self.net.name}:compiled", base.root_folder,
                                                  parent=base)
         for name, value in feeds.items():
-            private.blobs[name] = np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value
+            private.blobs[name] = np.asarray(value, order="C") if isinstance(value, np.ndarray) else value
         self.runner(private).run()
         result = {}
         for name in self.outputs:
@@ -305,7 +305,7 @@ class CompiledRunner:
             for (blob, _), val in zip(plan.driver.inputs, plan.driver.input_types):
                 value = values[blob]
                 if val.typed:
-                    value = np.ascontiguousarray(value)
+                    value = np.asarray(value, order="C")  # keeps 0-d blobs 0-d
                 args.append(value)
             body(self._W, *args)
         return plan

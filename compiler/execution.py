@@ -16,6 +16,7 @@ import numpy as np
 from netjit.compiler.codegen.blas import blas_threads
 from netjit.compiler.ir import Graph, Node
 from netjit.compiler.ops.registry import lookup
+from netjit.compiler.reference import as_blob_values
 from netjit.proto import caffe2_pb2
 from netjit.runtime.context import OpContext, op_rng
 from netjit.runtime.errors import MissingBlobError, OpError
@@ -51,7 +52,8 @@ class _Env:
     """What a generated ``bind(E)`` reads (see codegen/driver.py)."""
     ndarray = np.ndarray
     empty = staticmethod(np.empty)
-    contig = staticmethod(np.ascontiguousarray)
+    # order="C" keeps a 0-d array 0-d (np.ascontiguousarray makes it shape (1,)).
+    contig = staticmethod(lambda a: np.asarray(a, order="C"))
     refcount = staticmethod(sys.getrefcount)
     inf = math.inf
     nan = math.nan
@@ -97,8 +99,10 @@ def bind_plan(plan: Any, runner: Any) -> tuple[Any, Any]:
     def fix(s: int, value: Any, k: int) -> np.ndarray:
         node = graph.nodes[s]
         want = graph.values[node.outputs[k]]
+        if isinstance(value, np.generic):      # a reference's numpy scalar from 0-d inputs
+            value = np.asarray(value)
         if isinstance(value, np.ndarray) and value.shape == want.shape and value.dtype == want.dtype:
-            return np.ascontiguousarray(value)
+            return np.asarray(value, order="C")
         raise OpError(f"output {k} is {_describe(value)} but its shape inference promised {want.type_str()}; "
                       f"the op's infer rule disagrees with its reference", net=net_name, index=node.index,
                       op_type=node.op, blob=graph.values[node.outputs[k]].blob)
@@ -117,8 +121,7 @@ def run_barrier(runner: Any, node: Node) -> None:
         fn = lookup(node.op).reference
 
         def call(ctx: OpContext, values: list[Any]) -> list[Any]:
-            out = fn(ctx, *values)
-            return list(out) if isinstance(out, (list, tuple)) else [out]
+            return as_blob_values(fn(ctx, *values))
         step = Step(index=node.index, op_type=node.op, inputs=tuple(node.proto.input),
                     outputs=tuple(node.proto.output), fn=call, ctx=runner.context(node))
         steps[node.index] = step

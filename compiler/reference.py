@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import numpy as np
+
 from netjit.compiler.ops.registry import OpDef, OpSchemaError, UnknownOpError, lookup
 from netjit.proto import caffe2_pb2
 from netjit.runtime.context import OpContext, op_rng
@@ -17,10 +19,16 @@ from netjit.runtime.plan import Plan, Step
 from netjit.runtime.workspace import Workspace
 
 
+def as_blob_values(out: Any) -> list[Any]:
+    """A reference's result as a list of blob values. numpy hands back scalars (np.float32) for
+    most operations on 0-d arrays; a blob holds a 0-d array instead, as Caffe2's tensors did."""
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    return [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
+
+
 def _call_reference(fn):
     def run(ctx: OpContext, values: list[Any]) -> list[Any]:
-        out = fn(ctx, *values)
-        return list(out) if isinstance(out, (list, tuple)) else [out]
+        return as_blob_values(fn(ctx, *values))
     return run
 
 

@@ -75,8 +75,29 @@ class GradientRegistry:
         return list(grad_ops), [_as_name_or_slice(g) for g in g_input]
 
     @classmethod
-    def GetBackwardPass(cls, operators: Iterable[OperatorDef], ys: Any) -> tuple[list, dict]:
-        return add_gradient_operators(list(operators), ys)
+    def GetBackwardPass(cls, operators: Iterable[OperatorDef], ys: Any,
+                        ys_generate_gradient: bool = False) -> tuple[list, dict]:
+        """The gradient ops of ``ys`` over ``operators`` and, as Caffe2 returned it, a map from
+        BlobReference to its gradient's BlobReference (or GradientSlice of BlobReferences); blobs
+        with no gradient are left out.
+
+        >>> from netjit import core
+        >>> ops = [core.CreateOperator("Relu", ["x"], ["y"])]
+        >>> _, grads = GradientRegistry.GetBackwardPass(ops, ["y"])
+        >>> type(grads[core.BlobReference("x")]).__name__, str(grads[core.BlobReference("x")])
+        ('BlobReference', 'x_grad')
+        """
+        grad_ops, grad_map = add_gradient_operators(list(operators), ys)
+        out: dict[Any, Any] = {}
+        for blob, grad in grad_map.items():
+            if grad is None:
+                continue
+            if isinstance(grad, GradientSlice):
+                out[BlobReference(str(blob))] = GradientSlice(BlobReference(str(grad.indices)),
+                                                              BlobReference(str(grad.values)))
+            else:
+                out[BlobReference(str(blob))] = BlobReference(str(grad))
+        return grad_ops, out
 
 
 def _as_name_or_slice(g: Any) -> Any:

@@ -75,12 +75,12 @@ class Predictor:
                 if name not in self.inputs:
                     raise NetJitError(f"predict net {self.predict_net.name!r} has no input {name!r} "
                                       f"(inputs: {self.inputs})")
-                self.ws.feed(name, np.ascontiguousarray(value))
+                self.ws.feed(name, np.asarray(value, order="C"))
         else:
             if len(inputs) > len(self.inputs):
                 raise NetJitError(f"predict net {self.predict_net.name!r} takes at most {len(self.inputs)} "
                                   f"inputs, got {len(inputs)}")
             for name, value in zip(self.inputs, inputs):
-                self.ws.feed(name, np.ascontiguousarray(value))
+                self.ws.feed(name, np.asarray(value, order="C"))
         self._runner.run()
         return [np.array(self.ws.get(name), copy=True) for name in self.outputs]

@@ -163,7 +163,7 @@ def fold_constants(graph: Graph, limit: int = FOLD_LIMIT) -> Graph:
             nodes.append(node)
             continue
         for name, arr in zip(node.outputs, outs):
-            arr = np.ascontiguousarray(arr)
+            arr = np.asarray(arr, order="C")  # np.ascontiguousarray would make a 0-d value (1,)
             if arr.base is not None or not arr.flags.owndata:
                 arr = arr.copy()
             # Shared by every run (and every workspace that runs this plan): never written again.
