@@ -495,3 +495,8 @@ def add_gradient_operators(net_def: Any, ys: Any, skip: int = 0) -> tuple[list, 
         all_ops.extend(sum_ops)
 
     return all_ops, {name: g for name, g in grads.items() if g is not None}
+
+
+# If/While/Do differentiate through their sub-nets; their makers (which call back into this
+# module) live with the control-flow helpers and register with GradientRegistry on import.
+import netjit.control_ops_grad  # noqa: E402,F401
