@@ -20,6 +20,8 @@ from netjit.core_plan import (ExecutionStep, Plan, add_nets_in_order, execution_
 from netjit.proto import caffe2_pb2
 from netjit.proto.args import make_argument
 from netjit.scope import CurrentDeviceScope, CurrentNameScope, DeviceScope, NameScope  # noqa: F401
+from netjit.engine_pref import (SetEnginePref, SetGlobalEnginePref, SetOpEnginePref,  # noqa: F401  (re-exported API)
+                                SetPerOpEnginePref)
 
 DataType = caffe2_pb2.TensorProto
 DeviceType = caffe2_pb2.DeviceType
@@ -185,6 +187,15 @@ def CreateOperator(operator_type: str, inputs: Any, outputs: Any, name: str = ""
         if value is not None:
             op.arg.append(make_argument(key, value))
     return op
+
+
+def CreatePythonOperator(f: Any, inputs: Any, outputs: Any, grad_f: Any = None, pass_workspace: bool = False,
+                         python_func_type: Any = None, *args: Any, **kwargs: Any) -> caffe2_pb2.OperatorDef:
+    """A ``Python`` OperatorDef running ``f(inputs, outputs[, workspace])``, registered in this process
+    (so it runs without any opt-in): ``CreatePythonOperator(f, ["x"], ["y"])``."""
+    from netjit.compiler.ops.python_op import register_python_function
+    kwargs["token"] = register_python_function(f, grad_f, python_func_type, pass_workspace=pass_workspace)
+    return CreateOperator("Python", inputs, outputs, *args, **kwargs)
 
 
 def _copy_net(proto: caffe2_pb2.NetDef) -> caffe2_pb2.NetDef:

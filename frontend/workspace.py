@@ -26,6 +26,14 @@ has_gpu_support = False
 has_cuda_support = False
 is_asan = False
 
+# The C extension's objects (C.Workspace, C.Blob, ...) and the device queries of a CPU-only build.
+from netjit import c_extension as C  # noqa: E402
+has_hip_support = False
+GpuDeviceType = caffe2_pb2.CUDA
+NumCudaDevices = NumGpuDevices = C.num_cuda_devices
+GetCUDAVersion = C.get_cuda_version
+GetCuDNNVersion = C.get_cudnn_version
+
 
 def _ws() -> Workspace:
     return REGISTRY.current
