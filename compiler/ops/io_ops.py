@@ -113,6 +113,13 @@ def _strip(name: str, prefix: str) -> str:
     return name if at < 0 else name[at + len(prefix):]
 
 
+def _save_validate(args: Any) -> None:
+    # Caffe2's SaveOp refused this combination when the op was built: overrides name every blob
+    # exactly, so there is nothing for strip_prefix to strip.
+    if args.blob_name_overrides and args.strip_prefix:
+        raise ValueError("strip_prefix and blob_name_overrides cannot be used together")
+
+
 def _save(ctx: Any, values: tuple[Any, ...], db: str) -> None:
     args = ctx.args
     inputs = list(ctx.op.input)
@@ -150,7 +157,7 @@ def _save(ctx: Any, values: tuple[Any, ...], db: str) -> None:
 
 
 @defop("Save", inputs=(1, INF), outputs=0, category=HOST, gradient=no_gradient,
-       args=[arg("db", "str", required=True)] + _SAVE_ARGS)
+       args=[arg("db", "str", required=True)] + _SAVE_ARGS, validate=_save_validate)
 def save(ctx, *values):
     """Write every input blob into a new DB (tensors chunked as ``<name>#%<k>``, strings as ``<name>``)."""
     _save(ctx, values, ctx.args.db)
@@ -167,7 +174,7 @@ def _format_pattern(ctx: Any, pattern: str, iteration: int) -> str:
 
 
 @defop("Checkpoint", inputs=(1, INF), outputs=0, category=HOST, gradient=no_gradient,
-       args=[arg("db", "str", required=True), arg("every", "int", 1)] + _SAVE_ARGS)
+       args=[arg("db", "str", required=True), arg("every", "int", 1)] + _SAVE_ARGS, validate=_save_validate)
 def checkpoint(ctx, iteration, *values):
     """When ``iter % every == 0``, Save every input (the iter blob too) to ``db % iter``."""
     if ctx.args.every <= 0:

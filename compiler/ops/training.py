@@ -22,14 +22,17 @@ from netjit.compiler.ops.registry import INF, OPAQUE, Args, Lowering, TensorType
 
 _I64 = np.dtype(np.int64)
 _F32 = np.dtype(np.float32)
+# Counter dtypes accepted: int64 (what Iter writes), and int32, which Caffe2 scripts made with
+# ConstantFill(..., dtype=INT32) and Caffe2 accepted (its Iter turns the counter into int64).
+_ITER_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
 
 
 def read_iter(ctx: Any, value: Any, i: int) -> int:
-    """The iteration number in an int64 iter blob (a CPU tensor with one element)."""
-    if not isinstance(value, np.ndarray) or value.dtype != np.int64 or value.size != 1:
+    """The iteration number in an int64 (or int32) iter blob (a CPU tensor with one element)."""
+    if not isinstance(value, np.ndarray) or value.dtype not in _ITER_DTYPES or value.size != 1:
         what = (f"a {value.dtype} tensor of shape {list(value.shape)}" if isinstance(value, np.ndarray)
                 else type(value).__name__)
-        raise ctx.error(f"the iteration blob must be an int64 tensor with one element, got {what}",
+        raise ctx.error(f"the iteration blob must be an int64 tensor with one element (or int32), got {what}",
                         blob=ctx.input_name(i))
     return int(value.reshape(-1)[0])
 
@@ -38,14 +41,15 @@ def read_iter(ctx: Any, value: Any, i: int) -> int:
 # Iter
 # --------------------------------------------------------------------------------------------
 def _iter_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
-    return [inputs[0]] if inputs else [TensorType((1,), _I64)]
+    return [TensorType(tuple(inputs[0].shape), _I64)] if inputs else [TensorType((1,), _I64)]
 
 
 @defop("Iter", inputs=(0, 1), outputs=1, inplace=[(0, 0)], enforce_inplace=[(0, 0)], category=OPAQUE,
        infer=_iter_infer, gradient=no_gradient)
 def iter_op(ctx, *inputs):
-    """iter + 1 on an int64 [1] counter (in place). The legacy 0-input form reads its own output blob
-    from the workspace and starts from 0 when that blob holds no tensor yet (first run gives 1)."""
+    """iter + 1 on an int64 [1] counter (in place; an int32 counter comes back as int64, as in
+    Caffe2). The legacy 0-input form reads its own output blob from the workspace and starts from
+    0 when that blob holds no tensor yet (first run gives 1)."""
     if inputs:
         current, blob_index = inputs[0], 0
     else:
@@ -54,7 +58,7 @@ def iter_op(ctx, *inputs):
         if not isinstance(current, np.ndarray):
             current = np.zeros(1, np.int64)
         blob_index = None
-    if not isinstance(current, np.ndarray) or current.dtype != np.int64 or current.size != 1:
+    if not isinstance(current, np.ndarray) or current.dtype not in _ITER_DTYPES or current.size != 1:
         what = (f"a {current.dtype} tensor of shape {list(current.shape)}" if isinstance(current, np.ndarray)
                 else "no tensor")
         raise ctx.error(f"the iteration counter must be an int64 tensor with one element (initialise it "
@@ -65,7 +69,7 @@ def iter_op(ctx, *inputs):
         raise ctx.error(f"the previous iteration number is negative ({value})", blob=ctx.output_name(0))
     if value == np.iinfo(np.int64).max:
         raise ctx.error("the iteration counter would overflow", blob=ctx.output_name(0))
-    return current + np.int64(1)
+    return current.astype(np.int64) + np.int64(1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_iter_without_input_starts_from_zero():
 
 
 @pytest.mark.parametrize("value,match", [
-    (np.array([1], np.int32), "int64 tensor with one element"),
+    (np.array([1], np.int16), "int64 tensor with one element"),   # int32 is accepted, as in Caffe2
     (np.array([1, 2], np.int64), "int64 tensor with one element"),
     (np.array([-1], np.int64), "negative"),
 ])
@@ -121,7 +121,7 @@ def test_learning_rate_errors(kw, match):
 
 def test_learning_rate_needs_int64_iter():
     with pytest.raises(Exception, match=r"int64 tensor with one element.*'in0'"):
-        run_op("LearningRate", [np.array([0], np.int32)], base_lr=0.1, policy="fixed")
+        run_op("LearningRate", [np.array([0], np.float32)], base_lr=0.1, policy="fixed")
 
 
 # ---------------------------------------------------------------------------------------------
