@@ -179,6 +179,14 @@ class CompiledNet:
             out[f"plan{i}/driver"] = plan.driver.source
         return out
 
+    def fallbacks(self) -> list[Any]:
+        """Every fallback of every plan so far (``strict.Fallback``: stage, op, reason); ``explain()``
+        lists them too. Under ``NETJIT_STRICT=1`` an unexpected one raises instead.
+
+        >>> # [str(f) for f in exe.fallbacks()] -> ['kernel: op #3 (Conv): TypingError: ...']
+        """
+        return [f for plan in self._plans.values() for f in plan.fallbacks]
+
     def explain(self, sources: bool = True) -> str:
         """What the compiler did: per plan, the signature, fused groups, kernels, host steps,
         the buffer plan, fallbacks, and (``sources=True``) the generated code."""
@@ -211,7 +219,7 @@ def explain_plan(plan: SegmentPlan, sources: bool = True) -> list[str]:
         lines.append(f"    [{s.kind:6s}] #{s.index} {s.op_type}: {list(s.inputs)} -> {list(s.outputs)}")
     lines.append(f"  buffers: {plan.buffers.summary()}")
     for f in plan.fallbacks:
-        lines.append(f"  fallback to references: {f}")
+        lines.append(f"  fallback to references ({'unexpected' if f.unexpected else 'expected'}): {f}")
     if sources:
         for k, kc in enumerate(plan.driver.kernels):
             if kc.source:
@@ -284,7 +292,7 @@ class CompiledRunner:
                 self._fast = self.bound(plan)[0]
             start = plan.stop
             if start < n:
-                run_barrier(self, compiled.graph.nodes[start])
+                run_barrier(self, compiled.graph.nodes[start], plan)
                 start += 1
 
     def _plan_and_run(self, start: int) -> SegmentPlan:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from netjit.compiler import strict
 from netjit.compiler.codegen.blas import blas_threads
 from netjit.compiler.ir import Graph, Node
 from netjit.compiler.ops.registry import lookup
@@ -112,9 +113,11 @@ def bind_plan(plan: Any, runner: Any) -> tuple[Any, Any]:
     return spec.factory(env)
 
 
-def run_barrier(runner: Any, node: Node) -> None:
+def run_barrier(runner: Any, node: Node, plan: Any = None) -> None:
     """Run a node whose outputs could not be typed ahead (a host op, a value-dependent shape) the
-    way the reference executor does, with this runner's context for it."""
+    way the reference executor does, with this runner's context for it. ``plan``: the segment
+    planned before it; when its shape rule raised there and the op now runs fine, the rule is
+    wrong (strict mode raises)."""
     steps = runner.__dict__.setdefault("_barrier_steps", {})
     step = steps.get(node.index)
     if step is None:
@@ -126,6 +129,12 @@ def run_barrier(runner: Any, node: Node) -> None:
                     outputs=tuple(node.proto.output), fn=call, ctx=runner.context(node))
         steps[node.index] = step
     run_step(Plan(net_name=runner.net.name, steps=[]), step, runner.ws)
+    if plan is not None and plan.fallbacks and strict.strict_enabled():
+        for f in plan.fallbacks:
+            if f.stage == "infer" and f.index == node.index:
+                raise strict.StrictModeError(f"its shape rule raised ({f.reason}) but its reference ran fine "
+                                             f"on the same inputs: the rule is wrong (NETJIT_STRICT=1)",
+                                             net=runner.net.name, index=node.index, op_type=node.op)
 
 
 @dataclass

@@ -15,9 +15,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from netjit.compiler import strict
 from netjit.compiler.codegen import driver, numba_cpu
 from netjit.compiler.ir import Graph, Node, maybe_dump, verify
-from netjit.compiler.ops.registry import TensorType
+from netjit.compiler.ops.common import ShapeDependsOnValues
+from netjit.compiler.ops.registry import TensorType, lookup
 from netjit.compiler.passes.buffers import BufferPlan, plan_buffers
 from netjit.compiler.passes.fuse import fuse
 from netjit.compiler.passes.infer import infer_types
@@ -43,7 +45,7 @@ class SegmentPlan:
     buffers: BufferPlan
     driver: driver.DriverSpec
     signature: tuple
-    fallbacks: list[str] = field(default_factory=list)    # groups that fell back to host steps, and why
+    fallbacks: list[strict.Fallback] = field(default_factory=list)   # what fell back to references, and why
 
     @property
     def empty(self) -> bool:
@@ -88,6 +90,27 @@ def run_passes(graph: Graph, check: bool = True) -> Graph:
     return graph
 
 
+def inference_failure(graph: Graph, pos: int) -> strict.Fallback | None:
+    """Why node ``pos`` could not be typed when the cause is its shape rule raising (inference
+    swallows it: the node becomes a barrier). None when it has no rule or reads untyped values:
+    those barriers are by design (host ops, value-dependent shapes)."""
+    if pos >= len(graph.nodes):
+        return None
+    node = graph.nodes[pos]
+    opdef = lookup(node.op)
+    ins = [graph.values[i] for i in node.inputs]
+    if opdef.infer is None or not node.outputs or not all(v.typed for v in ins):
+        return None
+    try:
+        opdef.infer(node.attrs, [TensorType(tuple(v.shape), v.dtype) for v in ins])
+    except ShapeDependsOnValues:
+        return None     # the rule's way to say "known once the op has run": a barrier by design
+    except Exception as err:  # noqa: BLE001 - recorded; the op reports its own error when it runs
+        return strict.Fallback("infer", node.index, node.op, strict.reason_of(err),
+                               unexpected=not strict.user_error(err))
+    return None
+
+
 def _expand(node: Node) -> list[Node]:
     return list(node.members) if node.op == "Fused" else [node]
 
@@ -95,11 +118,16 @@ def _expand(node: Node) -> list[Node]:
 def plan_segment(graph: Graph, start: int, signature: Mapping[str, TensorType | str],
                  visible: set[str] | None = None, check: bool = True) -> SegmentPlan:
     typed, stop = infer_types(graph, signature, start)
+    fallbacks: list[strict.Fallback] = []
+    failed = inference_failure(typed, stop)
+    if failed is not None:
+        fallbacks.append(strict.check(failed, graph.name))
     seg = segment_graph(typed, start, stop, visible)
     maybe_dump(seg, "infer")
-    seg = run_passes(seg, check)
+    with strict.collecting() as folds:
+        seg = run_passes(seg, check)
+    fallbacks += [strict.check(f, graph.name) for f in folds]
     kernels: dict[int, numba_cpu.KernelCall] = {}
-    fallbacks: list[str] = []
     consts = {n.outputs[0] for n in seg.nodes if n.op == "Const"}
     nodes: list[Node] = []
     for node in seg.nodes:
@@ -110,8 +138,9 @@ def plan_segment(graph: Graph, start: int, signature: Mapping[str, TensorType | 
             kc = numba_cpu.kernel_for(node, seg.values)
             if kc is not None:
                 numba_cpu.precompile(kc, seg.values, consts)
-        except Exception as err:  # noqa: BLE001 - a backend gap is never a failure: run the references
-            fallbacks.append(f"{node.describe()} #{node.index}: {type(err).__name__}: {str(err).splitlines()[0]}")
+        except Exception as err:  # noqa: BLE001 - recorded (strict mode raises); the references run instead
+            fallbacks.append(strict.check(strict.Fallback("kernel", node.index, node.describe(),
+                                                          strict.reason_of(err), unexpected=True), graph.name))
             kc = None
             if node.op == "Fused":
                 nodes.extend(_expand(node))
@@ -119,8 +148,8 @@ def plan_segment(graph: Graph, start: int, signature: Mapping[str, TensorType | 
         if kc is not None:
             kernels[len(nodes)] = kc
         nodes.append(node)
-    if len(nodes) != len(seg.nodes):
-        seg = seg.with_nodes(nodes)
+    if any(a is not b for a, b in zip(nodes, seg.nodes)) or len(nodes) != len(seg.nodes):
+        seg = seg.with_nodes(nodes)     # a group that fell back (even of one member) is now its members
     pos_of = {id(n): pos for pos, n in enumerate(seg.nodes)}
     buffers = plan_buffers(seg, lambda n, v: pos_of[id(n)] in kernels,
                            lambda n: numba_cpu.inplace_pairs(n, kernels.get(pos_of[id(n)]), seg.values))

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from netjit.compiler import strict
 from netjit.compiler.ir import Graph, Node, Value
 from netjit.compiler.ops.registry import HOST, lookup
 
@@ -121,7 +122,8 @@ def _evaluate(node: Node, inputs: list[Any], net_name: str) -> list[Any] | None:
     ctx = OpContext(args=node.attrs, op=node.proto, index=node.index, net_name=net_name)
     try:
         out = opdef.reference(ctx, *inputs)
-    except Exception:  # noqa: BLE001 - leave it to fail at run time with the op's own error
+    except Exception as err:  # noqa: BLE001 - leave it to fail at run time with the op's own error
+        strict.note("fold", node, err)   # listed by explain(); a bug in the reference raises under strict
         return None
     out = list(out) if isinstance(out, (list, tuple)) else [out]
     if len(out) < len(node.outputs) or not all(isinstance(o, np.ndarray) for o in out[:len(node.outputs)]):
