@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from netjit.compiler.aot.cpu import TARGETS
-from netjit.compiler.aot.plan import AotError, parse_shape
+from netjit.compiler.aot.common import AotError, check_name, parse_shape
 
 __all__ = ["AotError", "TARGETS", "build_bundle", "build_env", "parse_shape"]
 
@@ -73,6 +73,7 @@ def build_bundle(init_net: Any, predict_net: Any, inputs: Mapping[str, Any], nam
 
     >>> # build_bundle(init, predict, {"data": (1, 3, 224, 224)}, "resnet50", "build/resnet50")
     """
+    check_name(name)
     if target not in TARGETS:
         raise AotError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
     norm: dict[str, tuple[list[int], str]] = {}

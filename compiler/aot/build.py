@@ -23,11 +23,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from netjit.compiler.aot import cpu as cpus
-from netjit.compiler.aot.plan import AotError, AotPlan, make_plan, tensors_of
+from netjit.compiler.aot.common import AotError, check_name
+from netjit.compiler.aot.plan import AotPlan, make_plan, tensors_of
 from netjit.proto import caffe2_pb2
 
 FORMAT = 1
-NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _version() -> str:
@@ -92,16 +92,20 @@ def build(init_net: caffe2_pb2.NetDef, predict_net: caffe2_pb2.NetDef,
     """Build the bundle in this process (numba must already be set up for it); returns the manifest."""
     from netjit.compiler.aot import entry, native
     t0 = time.perf_counter()
-    if not NAME_RE.match(name):
-        raise AotError(f"bundle name {name!r} must be a C identifier (letters, digits, _; not starting "
-                       f"with a digit): it prefixes every symbol of {name}.so")
+    check_name(name)
     cpu_name, features = cpus.llvm_target(target)
     params = load_params(init_net)
     plan = make_plan(predict_net, params, {b: (tuple(s), np.dtype(d)) for b, (s, d) in inputs.items()}, name,
                      init_net, progress)
+    t1 = time.perf_counter()
     library, native_name, _ = entry.compile_entry(plan, cpu_name)
+    t2 = time.perf_counter()
     impl = f"{name}_netjit_entry"
     obj, undefined = entry.emit_object(library, native_name, impl, cpu_name, features)
+    t3 = time.perf_counter()
+    if progress is not None:
+        sys.stderr.write(f"planned and compiled kernels {t1 - t0:.1f}s, entry {t2 - t1:.1f}s, "
+                         f"object code {t3 - t2:.1f}s\n")
     known = {"NRT_MemInfo_alloc_aligned", "NRT_MemInfo_call_dtor", "NRT_Free", "numba_attempt_nocopy_reshape"}
     needs_blas = any(u.startswith(("netjit_cblas_", "netjit_blas_")) for u in undefined)
     unknown = [u for u in undefined if u not in known and not u.startswith(("netjit_cblas_", "netjit_blas_"))

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from netjit.compiler.aot.common import DTYPES, AotError
 from netjit.compiler.codegen import numba_cpu
 from netjit.compiler.ir import Graph, Node, Value, import_netdef
 from netjit.compiler.ops.registry import TensorType
@@ -34,11 +35,6 @@ from netjit.proto import caffe2_pb2
 # Ops whose output is their first input's bytes (C order) under another shape or name.
 VIEW_OPS = frozenset({"Reshape", "Flatten", "FlattenToVec", "Squeeze", "ExpandDims", "Alias", "Copy",
                       "StopGradient", "EnsureCPUOutput", "CopyFromCPUInput", "Dropout"})
-DTYPES = ("float32", "float64", "int32", "int64", "uint8", "int8", "bool")
-
-
-class AotError(ValueError):
-    """A net that cannot be compiled ahead of time (names the net, op index and type)."""
 
 
 @dataclass(frozen=True)
@@ -350,17 +346,6 @@ def describe(plan: AotPlan) -> str:
         homes = [f"{a.region}{'' if a.index < 0 else a.index}@{a.offset}" for a in step.args if isinstance(a, Slot)]
         lines.append(f"  #{step.index} {step.op_type} ({step.description}): {', '.join(homes)}")
     return "\n".join(lines)
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1,3,224,224"`` -> (1, 3, 224, 224)."""
-    try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip() != "")
-    except ValueError as err:
-        raise AotError(f"bad shape {text!r}: write comma-separated sizes like 1,3,224,224") from err
-    if any(d < 0 for d in dims):
-        raise AotError(f"bad shape {text!r}: sizes must not be negative")
-    return dims
 
 
 def tensors_of(specs: Sequence[TensorSpec]) -> list[dict[str, Any]]:
