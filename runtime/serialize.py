@@ -11,7 +11,8 @@ records of ``chunk_size`` elements keyed ``<name>#%<chunk>``, each carrying the 
 >>> [k for k, _ in recs]
 ['w#%0', 'w#%1', 'w#%2']
 >>> asm = BlobAssembler()
->>> for k, v in recs: asm.add(blob_name_from_key(k), parse_blob_proto(v))
+>>> [asm.add(blob_name_from_key(k), parse_blob_proto(v)) for k, v in recs]   # True: the blob is complete
+[False, False, True]
 >>> asm.finish()["w"]
 array([0., 1., 2., 3., 4.], dtype=float32)
 """

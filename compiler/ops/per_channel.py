@@ -8,9 +8,11 @@ per-channel elementwise step, e.g. as a Conv epilogue.
 ``channel_inputs`` is input i's value at that element's channel (input i has shape [C], or [1] for a
 shared PRelu slope), and numeric args appear by name::
 
-    >>> info = per_channel_info("SpatialBN", {"is_test": True})
+    >>> info = per_channel_info("PRelu", {"order": "NCHW"})
     >>> info.expr, info.channel_inputs
-    ('x0 * (x1 / sqrt(x4 + epsilon)) + (x2 - x3 * (x1 / sqrt(x4 + epsilon)))', (1, 2, 3, 4))
+    ('x0 if x0 > 0 else x1 * x0', (1,))
+    >>> per_channel_info("SpatialBN", {"is_test": False}) is None   # training mode reduces
+    True
     >>> channel_view("NCHW", (8, 16, 7, 7), 16)
     (1, 16, 1, 1)
 """
