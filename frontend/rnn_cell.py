@@ -186,7 +186,9 @@ class BasicRNNCell(RNNCell):
                           axis=2)
         brew.sum(model, [gates_t, input_t], gates_t)
         act = model.net.Tanh if self.activation == "tanh" else model.net.Relu
-        hidden_t = act(gates_t, "hidden_t")
+        # With a length mask the state is the masked sum; Caffe2 rewrote hidden_t in place there,
+        # which leaves the mask's Mul without the input version its gradient needs.
+        hidden_t = act(gates_t, "hidden_t" if seq_lengths is None else "hidden_t_unmasked")
         if seq_lengths is not None:
             # Rows whose sequence ended keep their state (or drop it); the step runs on the CPU, so
             # Caffe2's CopyFromCPUInput of the timestep is not needed.
@@ -194,12 +196,14 @@ class BasicRNNCell(RNNCell):
                                    to="float")
             invalid = model.net.Cast(model.net.LE([seq_lengths, timestep], "invalid_b", broadcast=1),
                                      "invalid", to="float")
+            # The masks are not differentiable (a bool Cast has no gradient).
+            valid, invalid = model.net.StopGradient(valid, valid), model.net.StopGradient(invalid, invalid)
             hidden_valid = model.net.Mul([hidden_t, valid], "hidden_valid", broadcast=1, axis=1)
             if self.drop_states:
-                hidden_t = hidden_valid
+                hidden_t = model.net.Copy(hidden_valid, "hidden_t")
             else:
                 hidden_invalid = model.net.Mul([hidden_t_prev, invalid], "hidden_invalid", broadcast=1, axis=1)
-                hidden_t = model.net.Add([hidden_valid, hidden_invalid], hidden_t)
+                hidden_t = model.net.Add([hidden_valid, hidden_invalid], "hidden_t")
         return (hidden_t,)
 
     def prepare_input(self, model, input_blob):
