@@ -79,3 +79,30 @@ def test_compiled_net_matches_reference():
     net = netdef("dist", [op(n, ["x", "y"], [n.lower()]) for n in OPS] + [op("Relu", ["l1distance"], ["r"])])
     ws, _ = run_compiled(net, feeds)
     assert_same_blobs(run_reference(net, feeds), ws, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Through Caffe2's hypothesis helpers, as Caffe2's distance_op_test was written
+# --------------------------------------------------------------------------------------------
+import hypothesis.strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+
+import caffe2.python.hypothesis_test_util as hu  # noqa: E402
+from caffe2.python import core  # noqa: E402
+
+
+class TestDistanceHypothesis(hu.HypothesisTestCase):
+    @given(n=st.integers(1, 3), d=st.integers(1, 4), **hu.gcs)
+    @settings(max_examples=6)
+    def test_dot_and_cosine(self, n, d, gc, dc):
+        rng = np.random.default_rng(n * 10 + d)
+        X = rng.standard_normal((n, d)).astype(np.float32)
+        Y = rng.standard_normal((n, d)).astype(np.float32)
+        for name, ref in (("DotProduct", lambda X, Y: ((X * Y).sum(axis=1),)),
+                          ("CosineSimilarity", lambda X, Y: ((X * Y).sum(axis=1) / np.sqrt(
+                              (X * X).sum(axis=1) * (Y * Y).sum(axis=1)),))):
+            op = core.CreateOperator(name, ["X", "Y"], ["out"])
+            self.assertReferenceChecks(gc, op, [X, Y], ref)
+            self.assertDeviceChecks(dc, op, [X, Y], [0])
+            self.assertGradientChecks(gc, op, [X, Y], 0, [0], stepsize=0.01, threshold=0.01)
+            self.assertGradientChecks(gc, op, [X, Y], 1, [0], stepsize=0.01, threshold=0.01)

@@ -144,3 +144,32 @@ def test_spatial_softmax_with_loss_errors():
         run_op("SpatialSoftmaxWithLoss", [x, label[:, :, :2]], n_outputs=2)
     with pytest.raises(NetJitError, match=r"4-D"):
         run_op("SpatialSoftmaxWithLoss", [x[0], label], n_outputs=2)
+
+
+# --------------------------------------------------------------------------------------------
+# The same ops through Caffe2's own test helpers (hypothesis_test_util)
+# --------------------------------------------------------------------------------------------
+import hypothesis.strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+
+import caffe2.python.hypothesis_test_util as hu  # noqa: E402
+from caffe2.python import core  # noqa: E402
+
+
+class TestSigmoidXentHypothesis(hu.HypothesisTestCase):
+    @given(X=hu.tensor(min_dim=1, max_dim=3), log_d=st.booleans(), **hu.gcs)
+    @settings(max_examples=6)
+    def test_reference_device_and_gradient(self, X, log_d, gc, dc):
+        T = (np.abs(X[::-1]) if X.ndim == 1 else np.abs(X)).astype(np.float32)
+        X = (X * 4).astype(np.float32)
+        op = core.CreateOperator("SigmoidCrossEntropyWithLogits", ["X", "T"], ["L"], log_D_trick=int(log_d))
+
+        def ref(X, T):
+            x, t = X.astype(np.float64), T.astype(np.float64)
+            ls = -np.logaddexp(0, -x)          # ln σ(x)
+            term = (2 * t - 1) * ls if log_d else t * ls + (1 - t) * (ls - x)
+            return (-term.mean(axis=-1),)
+
+        self.assertReferenceChecks(gc, op, [X, T], ref)
+        self.assertDeviceChecks(dc, op, [X, T], [0])
+        self.assertGradientChecks(gc, op, [X, T], 0, [0], stepsize=0.01, threshold=0.01)
