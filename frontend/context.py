@@ -56,11 +56,15 @@ class Managed:
         _stack(type(self)).append(self)
         return self
 
-    def __exit__(self, *args: Any) -> None:
+    def __exit__(self, etype: Any = None, *args: Any) -> None:
         stack = _stack(type(self))
-        if not stack or stack[-1] is not self:
+        if self not in stack:
             raise AssertionError(f"{type(self).__name__} context exited out of order")
-        stack.pop()
+        if stack[-1] is not self and etype is None:
+            raise AssertionError(f"{type(self).__name__} context exited out of order")
+        # An exception in an inner block's exit may have left that block on the stack: drop it too.
+        while stack.pop() is not self:
+            pass
 
 
 class DefaultManaged(Managed):
