@@ -1,0 +1,1 @@
+"""Caffe2's ``caffe2.python.models``: model builders (``models.resnet``)."""
