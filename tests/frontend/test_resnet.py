@@ -87,6 +87,7 @@ def _train(model, start, executor, steps, monkeypatch):
     return losses, first
 
 
+@pytest.mark.slow   # ~4 s warm on an idle machine; compiles Conv/ConvGradient kernels on a cold cache
 def test_resnet_32x32_trains_on_both_executors_and_exports(tmp_path, monkeypatch):
     model = _cifar_train_model()
     types = _types(model)
