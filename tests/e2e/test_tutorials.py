@@ -86,3 +86,13 @@ def test_learn_more_trains_lenet_on_mnist(tmp_path, shared_dir):
     assert len(losses) == 100 and np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
     assert result["test_accuracy"] > 0.8
     assert (tmp_path / "mnist-train-lmdb" / "data.mdb").exists()
+
+
+def test_control_ops_tutorial():
+    stdout = _run("control_ops.py")
+    for line in ("if/else: x = 0.5, y = 1.0", "nested if: y = 2.0, local_blob in workspace: False",
+                 "while: i = 8, y = 28", "plain nets while: i = [8], y = [28]", "step loop: c = 0, d = 20",
+                 "if gradient: x = 0.5, z = 16.0, y_grad = 8.0", "if gradient: x = -0.5, z = 64.0, y_grad = 48.0",
+                 "while gradient: x_grad = 32.0", "while gradient: y_grad = 6.0", "while gradient: z_grad = 12.0"):
+        assert line in stdout, f"missing {line!r} in:\n{stdout}"
+    assert _run("control_ops.py", env={"NETJIT_EXECUTOR": "reference"}) == stdout
