@@ -192,6 +192,15 @@ blobs = _BlobsView()
 
 
 # --------------------------------------------------------------------------------- running
+def _net_proto(net: Any) -> caffe2_pb2.NetDef:
+    """``as_net_def``, but bytes that are not a NetDef raise netjit's ProtoFormatError (naming what
+    is wrong) instead of protobuf's bare DecodeError."""
+    if isinstance(net, (bytes, bytearray)):
+        from netjit.proto.io import parse_net_bytes
+        return parse_net_bytes(bytes(net), source="serialized NetDef")
+    return as_net_def(net)
+
+
 def _admit(net: caffe2_pb2.NetDef) -> None:
     """What every entry point checks before constructing a net: names are text, and no code from a
     file runs without consent (Python ops with pickled builders)."""
@@ -229,7 +238,7 @@ def CreateNet(net: Any, overwrite: bool = False, input_blobs: Iterable[Any] | No
     ws = _ws()
     for blob in input_blobs or ():
         ws.create_blob(StringifyBlobName(blob))
-    proto = as_net_def(net)
+    proto = _net_proto(net)
     _admit(proto)
     if proto.name in ws.nets and not overwrite:
         raise NetJitError(f"a net named {proto.name!r} already exists in workspace {ws.name!r}; pass "
@@ -257,7 +266,7 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
 
 def RunNetOnce(net: Any) -> bool:
     """Construct ``net``, run it once, and forget it (the compiled plan stays cached)."""
-    proto = as_net_def(net)
+    proto = _net_proto(net)
     _admit(proto)
     _runner.make_runner(proto, _ws()).run()
     return True
