@@ -88,7 +88,8 @@ def _sce_forward(ctx: Any, x: Any, t: Any, w: Any = None) -> np.ndarray:
     term = _element_loss(ctx.args, x.astype(np.float64), t.astype(np.float64))
     if ws:
         term = term * ws[0]
-    loss = -term.reshape(x.shape[:-1] + (_inner(x.shape),)).sum(axis=-1) / _inner(x.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):   # an empty last dim gives 0/0 = NaN, as in Caffe2
+        loss = -term.reshape(x.shape[:-1] + (_inner(x.shape),)).sum(axis=-1) / _inner(x.shape)
     return np.asarray(loss, dtype=x.dtype).reshape(x.shape[:-1])
 
 
@@ -100,7 +101,8 @@ def _sce_backward(ctx: Any, g: Any, x: Any, t: Any, w: Any = None) -> np.ndarray
     if g.shape != x.shape[:-1]:
         raise ctx.error(f"the loss gradient has shape {list(g.shape)} but the loss has {list(x.shape[:-1])}",
                         blob=ctx.input_name(0))
-    factor = -np.asarray(g, np.float64)[..., None] / _inner(x.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = -np.asarray(g, np.float64)[..., None] / _inner(x.shape)
     d = _element_grad(ctx.args, x.astype(np.float64), t.astype(np.float64))
     if ws:
         d = d * ws[0]
