@@ -9,7 +9,8 @@
 - While: the gradient is a While over the loop body's gradient (the body must be a single Do op,
   as control_ops_util builds it). Its condition is ``HasScope`` on the body's workspace stack, so it
   runs once per forward iteration, last first; between iterations the input gradients are copied
-  back onto the output gradients they feed.
+  back onto the output gradients they feed. Unlike Caffe2, which kept one iteration's gradient of a
+  blob the body only reads, such gradients are summed over the iterations.
 
 The makers register themselves with ``core.GradientRegistry`` (autodiff consults them for op types
 whose registry record has no gradient), so ``net.AddGradientOperators`` differentiates through
@@ -299,6 +300,20 @@ def gen_while_gradient(op: OperatorDef, g_output: Sequence[Any]) -> tuple[list, 
             # The next (earlier) iteration's output gradient is this iteration's input gradient.
             cond_net.op.append(make_op("Copy", [computed], [g]))
             init_ops.append(make_op("Copy", [g], [computed]))
+    # Blobs the body only reads get a gradient from every iteration: sum them (Caffe2 kept the
+    # last one computed, i.e. the first iteration's, only).
+    final_ops = []
+    for blob in dict.fromkeys(op.input[1:]):
+        grad = loop_map.get(blob)
+        if blob in op.output or blob == ws_blob or grad is None:
+            continue
+        total = grad + "_while_sum"
+        init_ops.append(make_op("Scale", [blob], [total], scale=0.0))
+        loop_grad.op.append(make_op("Add", [total, grad], [total]))
+        loop_in.add(total)
+        loop_out.add(total)
+        loop_out.discard(grad)      # a per-iteration value; the sum below is the gradient
+        final_ops.append(make_op("Copy", [total], [grad]))
     grad_while = OperatorDef()
     grad_while.CopyFrom(op)
     if grad_while.name:
@@ -311,7 +326,7 @@ def gen_while_gradient(op: OperatorDef, g_output: Sequence[Any]) -> tuple[list, 
     del grad_while.output[:]
     grad_while.output.extend(sorted(loop_out))
     grad_while.is_gradient_op = True
-    return grad_ops + init_ops + [grad_while], [loop_map.get(i) for i in op.input]
+    return grad_ops + init_ops + [grad_while] + final_ops, [loop_map.get(i) for i in op.input]
 
 
 GradientRegistry.RegisterGradient("Do")(gen_do_gradient)

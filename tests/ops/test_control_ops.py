@@ -295,3 +295,36 @@ def test_while_gradient_matches_finite_differences():
     gx = workspace.FetchBlob("x_grad")
     np.testing.assert_allclose(gx, 8 * x0 ** 7 * dx / 3, rtol=1e-6)
     np.testing.assert_allclose(gx, _numeric_grad(loss, x0, eps=1e-5), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_while_gradient_sums_over_iterations_for_read_only_inputs(executor, monkeypatch):
+    # acc += x * w, three times: d/dw = 3 x dacc, d/dx = 3 w dacc (x and w are only read by the body).
+    monkeypatch.setenv("NETJIT_EXECUTOR", executor)
+    net = core.Net("while_sum")
+    cond_net = core.Net("while_sum_cond")
+    cond_net.Add(["i", "one"], "i")
+    cond_net.LE(["i", "three"], "go")
+    body = core.Net("while_sum_body")
+    body.Mul(["x", "w"], "t")
+    body.Add(["acc", "t"], "acc")
+    add_while_op(net, "go", {"i", "one", "three", "x", "w", "acc"}, body, cond_net)
+    net.Mul(["acc", "dacc"], "prod")
+    net.AveragedLoss("prod", "loss")
+    net.AddGradientOperators(["loss"])
+    rng = np.random.default_rng(5)
+    x, w, dacc = (rng.standard_normal(3) for _ in range(3))
+
+    def loss(x_value, w_value):
+        for name, value in (("x", x_value), ("w", w_value), ("acc", np.zeros(3)), ("dacc", dacc),
+                            ("i", np.array(0, np.int64)), ("one", np.array(1, np.int64)),
+                            ("three", np.array(3, np.int64))):
+            workspace.FeedBlob(name, value)
+        workspace.RunNetOnce(net)
+        return float(workspace.FetchBlob("loss"))
+
+    loss(x, w)
+    gx, gw = workspace.FetchBlob("x_grad"), workspace.FetchBlob("w_grad")
+    np.testing.assert_allclose(gw, 3 * x * dacc / 3, rtol=1e-6)
+    np.testing.assert_allclose(gx, _numeric_grad(lambda v: loss(v, w), x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gw, _numeric_grad(lambda v: loss(x, v), w), rtol=1e-5, atol=1e-6)
