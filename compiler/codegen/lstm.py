@@ -1,4 +1,4 @@
-"""numba-cpu kernels for ``LSTMUnit`` and ``LSTMUnitGradient`` (compiler/ops/lstm.py).
+"""numba-cpu kernels for ``LSTMUnit``, ``GRUUnit`` and their gradients (compiler/ops/lstm.py).
 
 One pass over the batch: each row reads its four gate pre-activations, applies the nonlinearities
 and writes H and C (or their gradients) once, where the numpy references build a dozen temporaries.
@@ -142,3 +142,103 @@ def lstm_unit_gradient(node: Node, values: Mapping[str, Value]):
     seq = node.attrs.get("sequence_lengths", True)
     fn = lstm_unit_gradient_seq_kernel if seq else lstm_unit_gradient_kernel
     return fn, _head(node, *dims) + [Param("in", v) for v in node.inputs] + [Param("out", o) for o in node.outputs]
+
+
+# --------------------------------------------------------------------------------------------
+# GRUUnit / GRUUnitGradient: gates [1, N, 3D] (reset, update, output), state [1, N, D]
+# --------------------------------------------------------------------------------------------
+@njit(**_OPTS)
+def _gru_rows(n, d, hp, x, seq, use_seq, t, drop, h):
+    hpf, xf, hf, sf = hp.reshape(-1), x.reshape(-1), h.reshape(-1), seq.reshape(-1)
+    for r in range(n):
+        base, gb = r * d, r * 3 * d
+        if use_seq and not t < sf[r]:
+            for k in range(base, base + d):
+                hf[k] = 0.0 if drop else hpf[k]
+            continue
+        for k in range(d):
+            u = _sigmoid(xf[gb + d + k])
+            hf[base + k] = u * hpf[base + k] + (1.0 - u) * math.tanh(xf[gb + 2 * d + k])
+
+
+@njit(**_OPTS)
+def gru_unit_seq_kernel(n, d, drop, hp, x, seq, ts, h):
+    _gru_rows(n, d, hp, x, seq, True, ts.reshape(-1)[0], drop, h)
+
+
+@njit(**_OPTS)
+def gru_unit_kernel(n, d, drop, hp, x, ts, h):
+    _gru_rows(n, d, hp, x, ts, False, ts.reshape(-1)[0], drop, h)
+
+
+@njit(**_OPTS)
+def _gru_grad_rows(n, d, hp, x, seq, use_seq, t, dh, drop, dhp, dx):
+    hpf, xf, dhf, dhpf, dxf, sf = hp.reshape(-1), x.reshape(-1), dh.reshape(-1), dhp.reshape(-1), dx.reshape(-1), \
+        seq.reshape(-1)
+    for r in range(n):
+        base, gb = r * d, r * 3 * d
+        valid = not (use_seq and not t < sf[r])
+        for k in range(d):
+            g = dhf[base + k]
+            dxf[gb + k] = 0.0
+            if not valid:
+                dhpf[base + k] = 0.0 if drop else g
+                dxf[gb + d + k] = 0.0
+                dxf[gb + 2 * d + k] = 0.0
+                continue
+            u = _sigmoid(xf[gb + d + k])
+            o = math.tanh(xf[gb + 2 * d + k])
+            dhpf[base + k] = g * u
+            dxf[gb + d + k] = g * (hpf[base + k] - o) * u * (1.0 - u)
+            dxf[gb + 2 * d + k] = g * (1.0 - u) * (1.0 - o * o)
+
+
+@njit(**_OPTS)
+def gru_unit_gradient_seq_kernel(n, d, drop, hp, x, seq, ts, h, dh, dhp, dx):
+    _gru_grad_rows(n, d, hp, x, seq, True, ts.reshape(-1)[0], dh, drop, dhp, dx)
+
+
+@njit(**_OPTS)
+def gru_unit_gradient_kernel(n, d, drop, hp, x, ts, h, dh, dhp, dx):
+    _gru_grad_rows(n, d, hp, x, ts, False, ts.reshape(-1)[0], dh, drop, dhp, dx)
+
+
+def _gru_dims(node: Node, values: Mapping[str, Value], n_tail: int) -> tuple[int, int] | None:
+    """(N, D) for float [1, N, D] states with [1, N, 3D] gates and integer lengths/timestep."""
+    hp, x = values[node.inputs[0]], values[node.inputs[1]]
+    floats = [hp, x] + [values[v] for v in node.inputs[len(node.inputs) - n_tail:]] + \
+        [values[o] for o in node.outputs]
+    if not all(v.typed for v in floats) or len({v.dtype for v in floats}) != 1 or hp.dtype not in FLOATS:
+        return None
+    if len(hp.shape) != 3 or hp.shape[0] != 1 or hp.shape[1] * hp.shape[2] == 0:
+        return None
+    n, d = hp.shape[1], hp.shape[2]
+    if tuple(x.shape) != (1, n, 3 * d) or any(v.size != n * d for v in floats[2:2 + n_tail]):
+        return None
+    ints = [values[v] for v in node.inputs[2:2 + (2 if node.attrs.get("sequence_lengths", True) else 1)]]
+    if not all(v.typed and v.dtype.kind in "iu" for v in ints) or ints[-1].size != 1:
+        return None
+    if len(ints) == 2 and ints[0].size != n:
+        return None
+    return n, d
+
+
+def _gru_params(node: Node, n: int, d: int) -> list[Param]:
+    return [Param("dim", n), Param("dim", d), Param("dim", int(bool(node.attrs.get("drop_states", False))))] + \
+        [Param("in", v) for v in node.inputs] + [Param("out", o) for o in node.outputs]
+
+
+def gru_unit(node: Node, values: Mapping[str, Value]):
+    dims = _gru_dims(node, values, 0)
+    if dims is None:
+        return None
+    fn = gru_unit_seq_kernel if node.attrs.get("sequence_lengths", True) else gru_unit_kernel
+    return fn, _gru_params(node, *dims)
+
+
+def gru_unit_gradient(node: Node, values: Mapping[str, Value]):
+    dims = _gru_dims(node, values, 2)
+    if dims is None:
+        return None
+    fn = gru_unit_gradient_seq_kernel if node.attrs.get("sequence_lengths", True) else gru_unit_gradient_kernel
+    return fn, _gru_params(node, *dims)

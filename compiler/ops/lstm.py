@@ -1,6 +1,6 @@
-"""The ops Caffe2's LSTM cells emit inside a step net: ``LSTMUnit`` (one timestep of an LSTM given its
-pre-activation gates) and ``ElementwiseLinear`` (MILSTM's ``X * w + b`` along the last axes), with
-their gradients.
+"""The ops Caffe2's recurrent cells emit inside a step net: ``LSTMUnit`` (one timestep of an LSTM
+given its pre-activation gates), ``GRUUnit`` (the same for a GRU) and ``ElementwiseLinear`` (MILSTM's
+``X * w + b`` along the last axes), with their gradients.
 
 Layouts follow Caffe2: hidden and cell states are ``[1, N, D]``, gates ``[1, N, 4D]`` ordered
 input, forget, output, cell candidate. A row ``n`` whose sequence has ended (``t >= seq_lengths[n]``)
@@ -104,8 +104,8 @@ def _seq_and_timestep(ctx, rest: tuple) -> tuple[np.ndarray | None, np.ndarray]:
     """Split the optional seq_lengths input from the timestep as ``sequence_lengths`` says."""
     if ctx.args.sequence_lengths:
         if len(rest) < 2:
-            raise ctx.error("sequence_lengths=1 (the default) needs inputs [H_prev, C_prev, gates, seq_lengths, "
-                            "timestep]; pass sequence_lengths=0 to leave seq_lengths out")
+            raise ctx.error("sequence_lengths=1 (the default) needs a seq_lengths input before the timestep; "
+                            "pass sequence_lengths=0 to leave it out")
         return rest[0], rest[1]
     return None, rest[0]
 
@@ -193,3 +193,66 @@ def elementwise_linear_gradient(ctx, dy, x, w):
     return ((dy2 * w.reshape(1, d)).astype(dt, copy=False).reshape(x.shape),
             (dy2 * x2).sum(axis=0).astype(dt, copy=False).reshape(w.shape),
             dy2.sum(axis=0).astype(dt, copy=False).reshape(w.shape))
+
+
+# --------------------------------------------------------------------------------------------
+# GRUUnit: H = u * H_prev + (1 - u) * tanh(o), u = sigmoid(gates[update]); the reset gate was
+# applied by the cell's own ops before (gru_cell.py), so its slice only passes through.
+# --------------------------------------------------------------------------------------------
+GRU_ARGS = [arg("sequence_lengths", "bool", True), arg("drop_states", "bool", False)]
+
+
+def gru_unit_numpy(h_prev, gates, seq_lengths, t, drop_states=False):
+    d = h_prev.shape[-1]
+    u = _sigmoid(gates[..., d:2 * d])
+    h = u * h_prev + (1 - u) * np.tanh(gates[..., 2 * d:])
+    valid = _valid_rows(seq_lengths, t, h_prev.shape[1])
+    return np.where(valid, h, np.zeros_like(h_prev) if drop_states else h_prev).astype(h_prev.dtype, copy=False)
+
+
+def _gru_check(ctx, h_prev, gates, seq_lengths) -> None:
+    if h_prev.ndim != 3 or gates.shape != h_prev.shape[:2] + (3 * h_prev.shape[2],):
+        raise ctx.error(f"expects the hidden state [1, N, D] and gates [1, N, 3D], got {list(h_prev.shape)} and "
+                        f"{list(gates.shape)}", blob=ctx.input_name(1))
+    if seq_lengths is not None and np.asarray(seq_lengths).size != h_prev.shape[1]:
+        raise ctx.error(f"seq_lengths has {np.asarray(seq_lengths).size} entries for a batch of "
+                        f"{h_prev.shape[1]}", blob=ctx.input_name(2))
+
+
+def _gru_unit_gradient(g: GradientContext) -> tuple[list, list]:
+    ins = [g.I(i) for i in range(g.n_inputs)] + [g.O(0), g.GO(0)]
+    outs = [g.GI(0), g.GI(1)]
+    return [g.make("GRUUnitGradient", ins, outs)], outs + [None] * (g.n_inputs - 2)
+
+
+@defop("GRUUnit", inputs=(3, 4), outputs=1, args=GRU_ARGS, category=OPAQUE,
+       infer=lambda args, inputs: [inputs[0]], gradient=_gru_unit_gradient,
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.lstm:gru_unit")})
+def gru_unit(ctx, h_prev, gates, *rest):
+    """[H_prev, gates (reset, update, output), seq_lengths?, timestep] -> H."""
+    seq, ts = _seq_and_timestep(ctx, rest)
+    _gru_check(ctx, h_prev, gates, seq)
+    return gru_unit_numpy(h_prev, gates, seq, _timestep(ctx, ts), ctx.args.drop_states)
+
+
+def gru_unit_gradient_numpy(h_prev, gates, seq_lengths, t, dh, drop_states=False):
+    d = h_prev.shape[-1]
+    u = _sigmoid(gates[..., d:2 * d])
+    o = np.tanh(gates[..., 2 * d:])
+    d_gates = np.concatenate([np.zeros_like(u), dh * (h_prev - o) * u * (1 - u), dh * (1 - u) * (1 - o * o)],
+                             axis=-1)
+    valid = _valid_rows(seq_lengths, t, h_prev.shape[1])
+    zero = np.zeros_like(h_prev)
+    dh_prev = np.where(valid, dh * u, zero if drop_states else dh)
+    d_gates = np.where(valid, d_gates, np.zeros_like(gates))
+    return dh_prev.astype(h_prev.dtype, copy=False), d_gates.astype(h_prev.dtype, copy=False)
+
+
+@defop("GRUUnitGradient", inputs=(5, 6), outputs=2, args=GRU_ARGS, category=OPAQUE,
+       infer=lambda args, inputs: [inputs[0], inputs[1]],
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.lstm:gru_unit_gradient")})
+def gru_unit_gradient(ctx, h_prev, gates, *rest):
+    """[H_prev, gates, seq_lengths?, timestep, H, dH] -> [dH_prev, dGates] (dGates' reset slice is 0)."""
+    seq, ts = _seq_and_timestep(ctx, rest)
+    _gru_check(ctx, h_prev, gates, seq)
+    return gru_unit_gradient_numpy(h_prev, gates, seq, _timestep(ctx, ts), rest[-1], ctx.args.drop_states)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netjit import brew, core, model_helper, recurrent, rnn_cell, workspace
+from netjit import brew, core, gru_cell, model_helper, recurrent, rnn_cell, workspace
 from netjit.compiler.ops.registry import has_op
 
 T, N, D, H, V = 5, 4, 6, 8, 6
@@ -20,6 +20,8 @@ def build(cell: str, layers: int = 1, seq_lengths: bool = True):
         outs = rnn_cell.LSTM(model, "x", seq, None, D, dim_out, scope="rnn")
     elif cell == "milstm":
         outs = rnn_cell.MILSTM(model, "x", seq, None, D, dim_out, scope="rnn")
+    elif cell == "gru":
+        outs = gru_cell.GRU(model, "x", seq, None, D, dim_out, scope="rnn")
     else:
         cell_obj = rnn_cell.BasicRNNCell(D, H, forget_bias=0.0, memory_optimization=False, activation="tanh",
                                          name="rnn", initializer=rnn_cell.LSTMInitializer(H))
@@ -63,7 +65,7 @@ def train(cell: str, executor: str, monkeypatch, steps: int = 12, **kw) -> tuple
     return losses, {str(p): workspace.FetchBlob(p) for p in model.params}
 
 
-@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("milstm", {}), ("basic", {"seq_lengths": False}),
+@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("milstm", {}), ("basic", {"seq_lengths": False}), ("gru", {}),
                                      ("lstm", {"layers": 2, "seq_lengths": False})])
 def test_cells_train_and_executors_agree(cell, kw, monkeypatch):
     ref_losses, ref_params = train(cell, "reference", monkeypatch, **kw)

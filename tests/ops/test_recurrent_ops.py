@@ -115,6 +115,42 @@ def test_lstm_unit_kernels_compile_and_match_reference():
         assert kinds["LSTMUnit"] == "kernel" and kinds["LSTMUnitGradient"] == "kernel"
 
 
+def gru_rows(h_prev, gates, seq, t, drop_states=False):
+    """Caffe2's GRUUnit, element by element."""
+    _, n, d = h_prev.shape
+    h = np.zeros_like(h_prev)
+    for r in range(n):
+        for k in range(d):
+            if seq is not None and not t < seq[r]:
+                h[0, r, k] = 0 if drop_states else h_prev[0, r, k]
+            else:
+                u, o = sigmoid(gates[0, r, d + k]), np.tanh(gates[0, r, 2 * d + k])
+                h[0, r, k] = u * h_prev[0, r, k] + (1 - u) * o
+    return h
+
+
+@pytest.mark.parametrize("drop_states", [False, True])
+def test_gru_unit_numerics_gradient_and_kernels(drop_states):
+    rng = np.random.default_rng(11)
+    h_prev = rng.standard_normal((1, 3, 4)).astype(np.float32)
+    gates = rng.standard_normal((1, 3, 12)).astype(np.float32)
+    seq, t = np.array([2, 1, 3], np.int32), np.array([1], np.int32)
+    (h,) = check_infer("GRUUnit", [h_prev, gates, seq, t], drop_states=drop_states)
+    np.testing.assert_allclose(h, gru_rows(h_prev, gates, seq, 1, drop_states), rtol=1e-5, atol=1e-6)
+    check_gradient("GRUUnit", [h_prev, gates, seq, t], wrt=[0, 1], drop_states=drop_states)
+    check_gradient("GRUUnit", [h_prev, gates, t], wrt=[0, 1], sequence_lengths=0)
+    feeds = {"h": h_prev, "g": gates, "seq": seq, "t": t, "dh": rng.standard_normal((1, 3, 4)).astype(np.float32)}
+    net = netdef(f"gru_{int(drop_states)}", [
+        op("GRUUnit", ["h", "g", "seq", "t"], ["H"], drop_states=int(drop_states)),
+        op("GRUUnitGradient", ["h", "g", "seq", "t", "H", "dh"], ["dhp", "dg"], drop_states=int(drop_states)),
+        op("GRUUnit", ["h", "g", "t"], ["H2"], sequence_lengths=0),
+        op("GRUUnitGradient", ["h", "g", "t", "H2", "dh"], ["dhp2", "dg2"], sequence_lengths=0)])
+    ref = run_reference(net, feeds)
+    got, runner = run_compiled(net, feeds)
+    assert_same_blobs(ref, got, rtol=1e-5, atol=1e-6)
+    assert all(s.kind == "kernel" for s in plan_of(runner).driver.steps if s.op_type.startswith("GRU"))
+
+
 # --------------------------------------------------------------------------------------------
 # RecurrentNetwork, built by rnn_cell.LSTM
 # --------------------------------------------------------------------------------------------
