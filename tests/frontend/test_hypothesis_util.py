@@ -186,3 +186,22 @@ def test_gpu_only_strategy_skips():
     GpuOnly("test_gpu").run(result)
     assert len(result.skipped) == 1 and not result.failures and not result.errors
     assert "no GPU device" in result.skipped[0][1]
+
+
+def test_grad_reference_and_run_op_raises():
+    case = hu.HypothesisTestCase()
+    X = np.array([[-1.0, 2.0], [3.0, -4.0]], np.float32)
+    op = core.CreateOperator("Softsign", ["X"], ["Y"])
+
+    def grad_ref(g_out, outputs, inputs):
+        return (g_out / (1 + np.abs(inputs[0])) ** 2,)
+
+    case.assertReferenceChecks(hu.cpu_do, op, [X], lambda X: (X / (1 + np.abs(X)),), output_to_grad="Y",
+                               grad_reference=grad_ref)
+    with pytest.raises(AssertionError, match="Y_grad"):
+        case.assertReferenceChecks(hu.cpu_do, op, [X], lambda X: (X / (1 + np.abs(X)),), output_to_grad="Y",
+                                   grad_reference=lambda g, o, i: (g,))
+    rng_op = core.CreateOperator("Range", ["a", "b", "c"], ["r"])
+    case.assertRunOpRaises(hu.cpu_do, rng_op, [np.array(1), np.array(5), np.array(0)], exception=RuntimeError,
+                           regexp="Step size cannot be 0")
+    assert hu.runOpOnInput(hu.cpu_do, rng_op, [np.array(1), np.array(7), np.array(3)])[0].tolist() == [1, 4]
