@@ -15,6 +15,7 @@ run costs one generated-driver call per timestep.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -37,7 +38,7 @@ class StepWorkspaces:
     """The blob RecurrentNetwork's last output holds (Caffe2's ScratchWorkspaces): one child
     workspace per timestep, and a runner per (workspace, net) made on first use."""
     workspaces: list[Workspace] = field(default_factory=list)
-    runners: dict[tuple[int, str], Any] = field(default_factory=dict)
+    runners: dict[tuple[int, str, str], Any] = field(default_factory=dict)
 
     def workspace(self, t: int, parent: Workspace, label: str) -> Workspace:
         while len(self.workspaces) <= t:
@@ -50,12 +51,14 @@ class StepWorkspaces:
             self.runners = {k: r for k, r in self.runners.items() if k[0] != t}
         return ws
 
-    def run(self, t: int, ws: Workspace, net: caffe2_pb2.NetDef, key: str, executor: str | None) -> None:
+    def run(self, t: int, ws: Workspace, net: caffe2_pb2.NetDef, key: str, executor: str) -> None:
+        """Run ``net`` in step workspace ``ws``; ``key`` names the net's content (net_key), so another
+        op or a rebuilt model writing the same blob never reuses a runner made for a different net."""
         from netjit.compiler.runner import make_runner  # late: the op registry must not import the compiler
 
-        runner = self.runners.get((t, key))
+        runner = self.runners.get((t, key, executor))
         if runner is None or runner.ws is not ws:
-            runner = self.runners[(t, key)] = make_runner(net, ws, executor)
+            runner = self.runners[(t, key, executor)] = make_runner(net, ws, executor)
         runner.run()
 
     def __repr__(self) -> str:
@@ -106,6 +109,11 @@ def prepare_step_net(net: caffe2_pb2.NetDef, timestep: str, links: Sequence[Link
             out.external_input.append(name)
             declared.add(name)
     return out
+
+
+def net_key(net: caffe2_pb2.NetDef) -> str:
+    """A short digest of a step net's content."""
+    return hashlib.blake2b(net.SerializeToString(), digest_size=12).hexdigest()
 
 
 def written_blobs(net: caffe2_pb2.NetDef) -> set[str]:

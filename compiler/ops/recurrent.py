@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from netjit.compiler.ops._rnn_steps import (StepWorkspaces, bind_links, initial_states, net_argument,
+from netjit.compiler.ops._rnn_steps import (StepWorkspaces, bind_links, initial_states, net_argument, net_key,
                                             prepare_step_net, read_links, store_links, written_blobs)
 from netjit.compiler.ops.gradients import GradientContext
 from netjit.compiler.ops.registry import HOST, INF, arg, defop
@@ -61,7 +61,7 @@ def _scratch(ctx) -> StepWorkspaces:
     return held if isinstance(held, StepWorkspaces) else StepWorkspaces()
 
 
-def _forward_setup(ctx) -> tuple[Any, list, list]:
+def _forward_setup(ctx) -> tuple[Any, str, list, list]:
     """The prepared step net and forward links, parsed once per op instance."""
     cached = ctx.state.get("forward")
     if cached is None:
@@ -72,7 +72,8 @@ def _forward_setup(ctx) -> tuple[Any, list, list]:
         aliases = list(zip(ctx.args.alias_src, ctx.args.alias_dst, ctx.args.alias_offset))
         if not len(ctx.args.alias_src) == len(ctx.args.alias_dst) == len(ctx.args.alias_offset):
             raise ctx.error("alias_src, alias_dst and alias_offset must have one entry per alias")
-        cached = ctx.state["forward"] = (prepare_step_net(net, ctx.args.timestep, links), links, aliases)
+        prepared = prepare_step_net(net, ctx.args.timestep, links)
+        cached = ctx.state["forward"] = (prepared, "forward:" + net_key(prepared), links, aliases)
     return cached
 
 
@@ -112,7 +113,7 @@ def _recurrent_gradient(g: GradientContext) -> tuple[list, list]:
 def recurrent_network(ctx, *inputs):
     """Run ``step_net`` for t = 0..T-1 (T = inputs[0].shape[0]) in per-step workspaces; outputs are
     views of the recurrent states blobs as ``alias_*`` say, then the step workspaces."""
-    step_net, links, aliases = _forward_setup(ctx)
+    step_net, key, links, aliases = _forward_setup(ctx)
     x = np.asarray(inputs[0])
     if x.ndim < 2:
         raise ctx.error(f"the input sequence must be [T, N, ...], got {list(x.shape)}", blob=ctx.input_name(0))
@@ -137,7 +138,7 @@ def recurrent_network(ctx, *inputs):
         ws.blobs[ctx.args.timestep] = np.array([t], np.int32)
         bind_links(ws, links, externals, t)
         try:
-            scratch.run(t if has_backward else t % 2, ws, step_net, "forward", executor)
+            scratch.run(t if has_backward else t % 2, ws, step_net, key, executor)
             store_links(ws, links, externals, t)
         except Exception as err:  # noqa: BLE001 - located at this op, with the step and the inner error
             raise _step_failed(ctx, err, t, "forward") from err
@@ -153,7 +154,7 @@ def recurrent_network(ctx, *inputs):
     return outs + [scratch]
 
 
-def _backward_setup(ctx) -> tuple[Any, list, list]:
+def _backward_setup(ctx) -> tuple[Any, str, list, set]:
     cached = ctx.state.get("backward")
     if cached is None:
         net = net_argument(ctx.args, "backward_step_net")
@@ -162,7 +163,7 @@ def _backward_setup(ctx) -> tuple[Any, list, list]:
         links = read_links(ctx.args, "link_internal", "link_external", "link_offset", "link_window") + \
             read_links(ctx.args, "backward_link_internal", "backward_link_external", "backward_link_offset", None)
         prepared = prepare_step_net(net, ctx.args.timestep, links)
-        cached = ctx.state["backward"] = (prepared, links, written_blobs(prepared))
+        cached = ctx.state["backward"] = (prepared, "backward:" + net_key(prepared), links, written_blobs(prepared))
     return cached
 
 
@@ -170,7 +171,7 @@ def _backward_setup(ctx) -> tuple[Any, list, list]:
 def recurrent_network_gradient(ctx, *inputs):
     """Run ``backward_step_net`` for t = T-1..0 in the forward pass's step workspaces, summing
     parameter gradients over the steps and carrying state gradients from step t+1 to step t."""
-    step_net, links, written = _backward_setup(ctx)
+    step_net, key, links, written = _backward_setup(ctx)
     args = ctx.args
     n_go = len(args.outputs_with_grads)
     scratch = inputs[-1]
@@ -217,7 +218,7 @@ def recurrent_network_gradient(ctx, *inputs):
             grad[t + 1] += go[t]
         bind_links(ws, links, externals, t)
         try:
-            scratch.run(t, ws, step_net, "backward", executor)
+            scratch.run(t, ws, step_net, key, executor)
             store_links(ws, links, externals, t)
         except Exception as err:  # noqa: BLE001 - located at this op, with the step and the inner error
             raise _step_failed(ctx, err, t, "backward") from err

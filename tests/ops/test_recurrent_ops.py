@@ -307,3 +307,22 @@ def test_step_net_accepts_text_format_argument(monkeypatch):
     run_net(model.net, feeds)
     np.testing.assert_allclose(workspace.FetchBlob(h_all), numpy_lstm(feeds)[0], rtol=1e-4, atol=1e-5)
     assert core.IsOperator("RecurrentNetworkGradient")
+
+
+def test_step_runners_follow_the_executor_and_the_step_net(monkeypatch):
+    """One step-workspaces blob, reused by runs under both executors and by a rebuilt model whose
+    step net differs (forget_bias): each run uses a runner made for its own executor and net."""
+    model, (h_all, *_), feeds = build_lstm()
+    monkeypatch.setenv("NETJIT_EXECUTOR", "reference")
+    run_net(model.net, feeds)
+    first = workspace.FetchBlob(h_all)
+    monkeypatch.setenv("NETJIT_EXECUTOR", "compiled")
+    run_net(model.net, feeds)
+    np.testing.assert_allclose(workspace.FetchBlob(h_all), first, rtol=1e-5, atol=1e-6)
+    scratch = REGISTRY.current.blobs["L/step_workspaces"]
+    assert {key[2] for key in scratch.runners} == {"reference", "compiled"}
+    other = model_helper.ModelHelper(name="rebuilt")
+    outs = rnn_cell.LSTM(other, "x", "seq", ("h0", "c0"), DIN, H, scope="L", forget_bias=0.0)
+    run_net(other.net, feeds)
+    assert REGISTRY.current.blobs["L/step_workspaces"] is scratch
+    assert not np.allclose(workspace.FetchBlob(outs[0]), first)        # forget_bias 0.0, not 0.5
