@@ -403,9 +403,8 @@ class Net:
             filler = "GivenTensorStringFill"
         elif array.dtype == np.bool_:
             filler = "GivenTensorBoolFill"
-        elif array.dtype == np.float64:
-            filler = "GivenTensorDoubleFill"
         else:
+            # Caffe2 fills every other dtype, float64 included (Const(0.5)), as float32.
             filler = "GivenTensorFill"
         return getattr(self, filler)([], blob_out or 1, shape=list(array.shape), values=array.flatten().tolist())
 

@@ -122,11 +122,11 @@ print("step loop: c = {}, d = {}".format(ws.blobs[str(c)].fetch(), ws.blobs[str(
 # if x > 0: z = y^2 else: z = y^3, with y = 4. _use_control_ops=True builds one net (If ops rather
 # than execution steps), which AddGradientOperators can differentiate.
 workspace.ResetWorkspace()
-workspace.FeedBlob("x", np.array(0.5, dtype=np.float32))
+workspace.FeedBlob("x", np.array(0.5, dtype="float32"))
 with NetBuilder(_use_control_ops=True, initial_scope=["x"]) as nb:
-    ops.Const(0.0, blob_out="zero", dtype=np.float32)
-    ops.Const(4.0, blob_out="y", dtype=np.float32)
-    ops.Const(0.0, blob_out="z", dtype=np.float32)
+    ops.Const(0.0, blob_out="zero")
+    ops.Const(4.0, blob_out="y")
+    ops.Const(0.0, blob_out="z")
     with ops.IfNet(ops.GT(["x", "zero"])):
         ops.Pow("y", "z", exponent=2.0)
     with ops.Else():
@@ -135,7 +135,7 @@ assert len(nb.get()) == 1, "expected a single net"
 net = nb.get()[0]
 net.AddGradientOperators(["z"])
 for x in (0.5, -0.5):
-    workspace.FeedBlob("x", np.array(x, dtype=np.float32))
+    workspace.FeedBlob("x", np.array(x, dtype="float32"))
     workspace.RunNetOnce(net)
     print("if gradient: x = {}, z = {}, y_grad = {}".format(x, workspace.FetchBlob("z"), workspace.FetchBlob("y_grad")))
 
@@ -144,9 +144,9 @@ with NetBuilder(_use_control_ops=True) as nb:
     ops.Copy(ops.Const(0), "i")
     ops.Copy(ops.Const(1), "one")
     ops.Copy(ops.Const(2), "two")
-    ops.Copy(ops.Const(2.0, dtype=np.float32), "x")
-    ops.Copy(ops.Const(3.0, dtype=np.float32), "y")
-    ops.Copy(ops.Const(2.0, dtype=np.float32), "z")
+    ops.Copy(ops.Const(2.0), "x")
+    ops.Copy(ops.Const(3.0), "y")
+    ops.Copy(ops.Const(2.0), "z")
     with ops.WhileNet():
         with ops.Condition():
             ops.Add(["i", "one"], "i")

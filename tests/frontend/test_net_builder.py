@@ -155,11 +155,11 @@ def test_task_init_and_exit_attach_setup_steps():
 
 def test_tutorial_if_and_while_gradients(executor):
     # z = y^2 if x > 0 else y^3 (y = 4), then the loop: x -> x^4, y -> y^2, z -> z^3.
-    workspace.FeedBlob("x", np.array(0.5, dtype=np.float32))
+    workspace.FeedBlob("x", np.array(0.5, dtype="float32"))
     with NetBuilder(_use_control_ops=True, initial_scope=["x"]) as nb:
-        ops.Const(0.0, blob_out="zero", dtype=np.float32)
-        ops.Const(4.0, blob_out="y", dtype=np.float32)
-        ops.Const(0.0, blob_out="z", dtype=np.float32)
+        ops.Const(0.0, blob_out="zero")
+        ops.Const(4.0, blob_out="y")
+        ops.Const(0.0, blob_out="z")
         with ops.IfNet(ops.GT(["x", "zero"])):
             ops.Pow("y", "z", exponent=2.0)
         with ops.Else():
@@ -169,7 +169,7 @@ def test_tutorial_if_and_while_gradients(executor):
     net.AddGradientOperators(["z"])
     workspace.RunNetOnce(net)
     assert (float(fetch("z")), float(fetch("y_grad"))) == (16.0, 8.0)
-    workspace.FeedBlob("x", np.array(-0.5, dtype=np.float32))
+    workspace.FeedBlob("x", np.array(-0.5, dtype="float32"))
     workspace.RunNetOnce(net)
     assert (float(fetch("z")), float(fetch("y_grad"))) == (64.0, 48.0)
 
@@ -177,9 +177,9 @@ def test_tutorial_if_and_while_gradients(executor):
         ops.Copy(ops.Const(0), "i")
         ops.Copy(ops.Const(1), "one")
         ops.Copy(ops.Const(2), "two")
-        ops.Copy(ops.Const(2.0, dtype=np.float32), "x")
-        ops.Copy(ops.Const(3.0, dtype=np.float32), "y")
-        ops.Copy(ops.Const(2.0, dtype=np.float32), "z")
+        ops.Copy(ops.Const(2.0), "x")
+        ops.Copy(ops.Const(3.0), "y")
+        ops.Copy(ops.Const(2.0), "z")
         with ops.WhileNet():
             with ops.Condition():
                 ops.Add(["i", "one"], "i")
