@@ -138,6 +138,26 @@ class NetGradientChecker:
         return grads, grad_net
 
     @staticmethod
+    def CompareNets(nets: Sequence[Any], outputs: Sequence[Sequence[Any]], outputs_with_grad_ids: Sequence[int],
+                    inputs_with_grads: Sequence[str], input_values: dict | None = None,
+                    threshold: float = 1e-7, print_net_images: bool = False) -> None:
+        """Assert that nets computing the same thing two ways agree on their outputs and on the
+        gradients of ``inputs_with_grads`` (outputs[i] are net i's output blobs, in one order)."""
+        results = []
+        for net, outs in zip(nets, outputs):
+            with_grad = [outs[i] for i in outputs_with_grad_ids]
+            grads, _ = NetGradientChecker._grad(net, with_grad, dict(input_values or {}), inputs_with_grads)
+            results.append(([workspace.FetchBlob(str(o)) for o in outs], grads))
+        first_outs, first_grads = results[0]
+        for k, (outs, grads) in enumerate(results[1:], 1):
+            for i, (a, b) in enumerate(zip(first_outs, outs)):
+                np.testing.assert_allclose(b, a, atol=threshold, rtol=threshold,
+                                           err_msg=f"output {i} of net {k} differs from net 0")
+            for name, a, b in zip(inputs_with_grads, first_grads, grads):
+                np.testing.assert_allclose(b, a, atol=threshold, rtol=threshold,
+                                           err_msg=f"gradient of {name!r} in net {k} differs from net 0")
+
+    @staticmethod
     def Check(net: Any, outputs_with_grad: Sequence[Any], input_values: dict, input_to_check: str,
               step_size: float = 0.0001, threshold: float = 0.05, print_net: bool = True) -> tuple[float, float]:
         """Assert the net's gradient of ``input_to_check`` matches central differences; returns the

@@ -205,3 +205,17 @@ def test_grad_reference_and_run_op_raises():
     case.assertRunOpRaises(hu.cpu_do, rng_op, [np.array(1), np.array(5), np.array(0)], exception=RuntimeError,
                            regexp="Step size cannot be 0")
     assert hu.runOpOnInput(hu.cpu_do, rng_op, [np.array(1), np.array(7), np.array(3)])[0].tolist() == [1, 4]
+
+
+def test_net_gradient_checker_compare_nets():
+    a = core.Net("fused")
+    a.Swish(["x"], ["y"])
+    b = core.Net("split")
+    b.Sigmoid(["x"], ["s"])
+    b.Mul(["x", "s"], ["y2"])
+    values = {"x": np.array([0.5, -1.0, 2.0], np.float64)}
+    gradient_checker.NetGradientChecker.CompareNets([a, b], [["y"], ["y2"]], [0], ["x"], values, threshold=1e-10)
+    c = core.Net("wrong")
+    c.Tanh(["x"], ["y3"])
+    with pytest.raises(AssertionError, match="output 0 of net 1"):
+        gradient_checker.NetGradientChecker.CompareNets([a, c], [["y"], ["y3"]], [0], ["x"], values)
