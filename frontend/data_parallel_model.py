@@ -313,6 +313,13 @@ def FinalizeAfterCheckpoint(model: ModelHelper, blobs: Iterable[Any] | None = No
         _SyncAllParams(model._devices, model, init_net, model._checkpoint_net, model._rendezvous, names,
                        max_concurrent_distributed_ops=1)
         if init_net is not None:
+            # Un-scoped iteration counters (an optimizer's, made once per process) are not in any
+            # device's group, but a resumed learning-rate schedule needs rank 0's value everywhere.
+            prefix = f"{model._device_prefix}_"
+            for blob in sorted(str(b) for b in GetCheckpointParams(model) if not str(b).startswith(prefix)):
+                cw, control = model._broadcast_context.get_control_and_context([blob])
+                model._checkpoint_net.Broadcast([cw, blob], [blob], name=blob, engine=model._rendezvous["engine"],
+                                                control_input=control)
             workspace.RunNetOnce(init_net)
         workspace.CreateNet(model._checkpoint_net)
     workspace.RunNet(model._checkpoint_net.Proto().name)

@@ -6,8 +6,8 @@ step ``s`` draws a global batch of ``ranks * batch`` rows from a generator seede
 ``r`` takes rows ``[r * batch, (r + 1) * batch)``, so N ranks of batch B see exactly the rows one
 process of batch N*B sees. Rank 0 writes its parameters (and every rank its own, for the bitwise
 check) to ``--out``; ``--ckpt-every`` saves a checkpoint with Caffe2's Save op; ``--resume`` loads
-it on rank 0 and broadcasts it with FinalizeAfterCheckpoint; ``--kill-rank/--kill-at`` SIGKILLs one
-rank in the middle of a step, between its forward pass and the Allreduce.
+it on rank 0 and broadcasts it with FinalizeAfterCheckpoint; ``--kill-rank/--kill-at`` SIGKILLs (or, with
+``--signal STOP``, freezes) one rank just before a step.
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def main() -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--kill-rank", type=int, default=-1)
     p.add_argument("--kill-at", type=int, default=-1)
+    p.add_argument("--signal", default="KILL", choices=["KILL", "STOP"], help="STOP: a hung rank, not a dead one")
     p.add_argument("--engine", default="MPI")
     a = p.parse_args()
     out = Path(a.out)
@@ -106,9 +107,9 @@ def main() -> int:
         workspace.FeedBlob("cpu_0/data", x[lo:lo + batch])
         workspace.FeedBlob("cpu_0/label", y[lo:lo + batch])
         if step == a.kill_at and rank == a.kill_rank:
-            print(f"rank {rank}: killing myself at step {step}", flush=True)
+            print(f"rank {rank}: sending myself SIG{a.signal} at step {step}", flush=True)
             (out / "killed_at").write_text(repr(time.time()))
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, "SIG" + a.signal))
         dpm.RunNet(model, 1)
         if a.ckpt_every and (step + 1) % a.ckpt_every == 0 and rank == 0:
             workspace.RunOperatorOnce(save)

@@ -39,14 +39,16 @@ def rank_env() -> dict[str, str]:
     return env
 
 
-def run_ranks(args: list[str], n: int = 2, timeout: float = 120, ft: bool = False) -> subprocess.CompletedProcess:
+def run_ranks(args: list[str], n: int = 2, timeout: float = 120, ft: bool = False,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``python args...`` on ``n`` ranks; ``ft`` starts Open MPI's fault-tolerant mode (ULFM), in
     which a lost rank makes the survivors' collectives fail instead of the launcher killing them."""
     cmd = [mpiexec_path(), "--oversubscribe", "-n", str(n)]
     if ft:
         cmd += ["--with-ft", "ulfm"]
     cmd += [sys.executable, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=rank_env(), cwd=str(REPO))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**rank_env(), **(env or {})},
+                          cwd=str(REPO))
 
 
 def check(proc: subprocess.CompletedProcess) -> str:

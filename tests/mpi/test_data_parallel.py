@@ -83,3 +83,14 @@ def test_default_mode_launcher_names_the_lost_rank(tmp_path):
     assert proc.returncode != 0
     assert end - float((tmp_path / "killed_at").read_text()) < 30
     assert "rank 1" in out and ("signal 9" in out or "Killed" in out), out[-3000:]
+
+
+def test_hung_rank_trips_the_watchdog(tmp_path):
+    # A frozen rank (SIGSTOP) neither dies nor answers: the waiting rank's watchdog ends the job.
+    proc = run_ranks([SCRIPT, "--out", str(tmp_path), "--steps", "4", "--batch", "4", "--kill-rank", "1",
+                      "--kill-at", "2", "--signal", "STOP"], timeout=90, env={"NETJIT_MPI_TIMEOUT": "3"})
+    end = time.time()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert end - float((tmp_path / "killed_at").read_text()) < 30
+    assert "waited 3.0 s for the other ranks" in out and "Aborting the job" in out, out[-3000:]
