@@ -240,7 +240,8 @@ def _convert_infer(dtype: np.dtype):
     return infer
 
 
-@defop("HalfToFloat", inputs=1, outputs=1, category=ELEMWISE, infer=_convert_infer(_F32), expr="x0",
+# OPAQUE, not ELEMWISE: float16 is no kernel dtype, so the references (numpy's IEEE half) run.
+@defop("HalfToFloat", inputs=1, outputs=1, category=OPAQUE, infer=_convert_infer(_F32),
        gradient=simple_gradient("FloatToHalf", ["GO0"], ["GI0"]))
 def half_to_float(ctx, x):
     """float16 -> float32, exactly."""
@@ -250,7 +251,7 @@ def half_to_float(ctx, x):
     return x.astype(_F32)
 
 
-@defop("FloatToHalf", inputs=1, outputs=1, category=ELEMWISE, infer=_convert_infer(_F16), expr="x0",
+@defop("FloatToHalf", inputs=1, outputs=1, category=OPAQUE, infer=_convert_infer(_F16),
        gradient=simple_gradient("HalfToFloat", ["GO0"], ["GI0"]))
 def float_to_half(ctx, x):
     """float32 -> float16, rounded to nearest even (values past 65504 become inf)."""
