@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import stat
 from pathlib import Path
 from typing import Any, TypeVar
@@ -319,16 +318,20 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
 
     The temporary file lives in the target's directory (``os.replace`` must not cross file
     systems); an existing file keeps its permission bits; a symlink's target is replaced, not the link.
+    Temporary files of writers that were killed are removed by the next write (the DBs' naming and
+    clean-up, runtime/db_base.py).
     """
+    from netjit.runtime.db_base import clean_leftovers, release_temp, sibling_temp_path
     target = Path(os.path.realpath(path))
-    directory = target.parent
+    clean_leftovers(str(target))
     while True:
-        temp = directory / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        temp = sibling_temp_path(str(target), "tmp")
         try:
             # 0o666 through the umask, like a plain open(); mkstemp would force 0o600.
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             break
         except FileExistsError:
+            release_temp(temp)
             continue
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -344,6 +347,8 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    finally:
+        release_temp(temp)
 
 
 def _as_message(message: Any) -> Message:

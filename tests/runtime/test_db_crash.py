@@ -1,7 +1,7 @@
 """Crash-safe publishing: a writer killed at ANY file operation leaves the path holding the old
 complete DB or the new complete one, and the next successful write leaves no leftovers.
 
-Each case forks a writer whose file operations (os.rename/replace/mkdir/unlink/rmdir/fsync, open,
+Each case forks a writer whose file operations (os.rename/replace/mkdir/unlink/rmdir/fsync/open/chmod, open,
 shutil.copyfile and the exchange-rename) are counted; the k-th one calls ``os._exit`` (a kill:
 no cleanup, no finally blocks), for k = 1, 2, ... until a writer gets through. After every kill
 the DB is opened and compared with both versions, then a third version is saved and the
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from netjit import core, workspace
+from netjit.proto import caffe2_pb2
 from netjit.runtime import db_base
 from netjit.runtime.db import open_db
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork t
 
 KILLED = 77
 _FILE_OPS = [(os, "rename"), (os, "replace"), (os, "mkdir"), (os, "unlink"), (os, "rmdir"), (os, "fsync"),
+             (os, "open"), (os, "chmod"),
              (builtins, "open"), (shutil, "copyfile"), (db_base, "exchange_paths")]
 OLD = {b"a": b"old-a" * 50, b"b": b"old-b" * 50}
 NEW = {b"a": b"new-a" * 70, b"c": b"new-c" * 70, b"d": b"new-d"}
@@ -99,11 +101,11 @@ def _kill_everywhere(path: str, write_old, write_new, write_next, read, old, new
     raise AssertionError("the writer never finished")
 
 
-@pytest.mark.parametrize("db_type", ["minidb", "lmdb", "protodb"])
-@pytest.mark.parametrize("no_exchange", [False, True], ids=["exchange", "rename-aside"])
+# Files are published by os.replace; only directory DBs (lmdb) need the exchange, and its fallback.
+@pytest.mark.parametrize("db_type,no_exchange", [("minidb", False), ("protodb", False), ("lmdb", False),
+                                                 ("lmdb", True)],
+                         ids=["minidb", "protodb", "lmdb-exchange", "lmdb-rename-aside"])
 def test_db_writer_killed_at_each_file_operation(tmp_path, db_type, no_exchange):
-    if no_exchange and db_type != "lmdb":
-        pytest.skip("files are published by os.replace; only directory DBs need the exchange")
     path = str(tmp_path / f"data.{db_type}")
     if db_type == "protodb":  # values must be TensorProtos
         def proto(v: bytes) -> bytes:
@@ -150,6 +152,21 @@ def test_lmdb_checkpoint_op_killed_at_each_file_operation(tmp_path):
     assert len(old) == 1 and len(new) == 2 and old != new
     n = _kill_everywhere(path, lambda: save(old_blobs), lambda: save(new_blobs),
                          lambda: save({"z": np.zeros(1, np.float32)}), read, old, new)
+    assert n >= 3
+
+
+def test_model_file_writer_killed_at_each_file_operation(tmp_path):
+    """save_net (netjit.proto.io.atomic_write_bytes) replaces a .pb the same way."""
+    from netjit.proto.io import load_net, save_net
+    path = str(tmp_path / "predict_net.pb")
+    nets = {}
+    for tag, n in (("old", 1), ("new", 3), ("next", 2)):
+        net = caffe2_pb2.NetDef(name=tag)
+        net.op.extend([core.CreateOperator("Relu", ["x"], ["x"])] * n)
+        nets[tag] = net
+    n = _kill_everywhere(path, lambda: save_net(nets["old"], path), lambda: save_net(nets["new"], path),
+                         lambda: save_net(nets["next"], path), lambda: load_net(path),
+                         nets["old"], nets["new"])
     assert n >= 3
 
 
