@@ -303,3 +303,22 @@ def lp_norm_gradient(node: Node, values: Mapping[str, Value]):
         return None
     return lp_norm_gradient_kernel, _params(node, [int(node.attrs.get("p", 2)),
                                                    int(bool(node.attrs.get("average", False)))])
+
+
+# --------------------------------------------------------------------------------------------
+# ClipTensorByScaling: elementwise over X with its norm (and threshold factor) broadcast
+# --------------------------------------------------------------------------------------------
+def clip_tensor_by_scaling_loop(node: Node, values: Mapping[str, Value]):
+    """The per-element form for float32 X with one-element norms (else None: the reference runs)."""
+    from netjit.compiler.codegen.elementwise import LoopForm
+    if not _all_f32(node, values) or any(values[v].size != 1 for v in node.inputs[1:]):
+        return None
+    out = tuple(values[node.outputs[0]].shape)
+    if tuple(values[node.inputs[0]].shape) != out:
+        return None
+    if len(node.inputs) == 3:
+        expr = "x0 * (threshold * x2 / x1) if x1 > threshold * x2 else x0"
+    else:
+        expr = "x0 * (threshold / x1) if x1 > threshold else x0"
+    views = [out] + [(1,) * len(out)] * (len(node.inputs) - 1)
+    return LoopForm(expr, views, {"threshold": float(node.attrs["threshold"])})

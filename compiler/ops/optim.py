@@ -207,15 +207,11 @@ def lp_norm_gradient(ctx, x, d_norm):
     return (np.float32(2) * x * d).astype(x.dtype)
 
 
-def _clip_expr(node: Any) -> str:
-    if len(node.inputs) == 3:
-        return "x0 * (threshold * x2 / x1) if x1 > threshold * x2 else x0"
-    return "x0 * (threshold / x1) if x1 > threshold else x0"
-
-
 @defop("ClipTensorByScaling", inputs=(2, 3), outputs=1, args=[arg("threshold", "float", required=True)],
        inplace=[(0, 0)], category=ELEMWISE, infer=_inputs_at(0), no_gradient_reason="clipping has no gradient",
-       lowering={"numba-cpu": Lowering(expr=_clip_expr)})
+       # A loop form rather than an expr: it applies only to float32 with one-element norms (the
+       # reference's checks), so other instances run the reference and fail as it does.
+       lowering={"numba-cpu": Lowering(loop=f"{_KERNELS}:clip_tensor_by_scaling_loop")})
 def clip_tensor_by_scaling(ctx, x, val, *extra):
     """[X, val(, t)] -> X·(threshold/val) where val > threshold, else X; a third input multiplies the
     threshold (Caffe2's use_parameter_norm). ``val`` is a norm with one element."""

@@ -154,3 +154,13 @@ def test_compiled_updates_match_reference(name):
     assert_same_blobs(ref, got, rtol=2e-6, atol=1e-7)
     # Every op ran as a compiled kernel, none as its numpy reference.
     assert set(step_kinds(plan_of(runner))) == {"kernel"}
+
+
+def test_clip_float64_fails_on_both_executors():
+    from netjit.runtime.errors import NetJitError
+    net = netdef("clip64", [op("ClipTensorByScaling", ["x", "n"], ["y"], threshold=1.0)], external_input=["x", "n"])
+    feeds = {"x": np.ones(4), "n": np.array([2.0])}
+    with pytest.raises(NetJitError, match="float32"):
+        run_reference(net, feeds)
+    with pytest.raises(NetJitError, match="float32"):
+        run_compiled(net, feeds)
