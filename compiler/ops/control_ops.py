@@ -268,7 +268,10 @@ def do_op(ctx, *inputs):
     """Run ``net`` in a child workspace from the stack in the last input/output blob; the child sees
     only the bound blobs. A gradient Do pops the forward Do's workspace instead of pushing one."""
     args = ctx.args
-    bindings = _do_bindings(ctx)
+    cached = ctx.state.get("do")
+    if cached is None:
+        cached = ctx.state["do"] = (_do_bindings(ctx), _executor_of(ctx))
+    bindings, executor = cached
     stack = inputs[-1]
     if not isinstance(stack, WorkspaceStack):
         stack = WorkspaceStack()
@@ -286,9 +289,9 @@ def do_op(ctx, *inputs):
         child = stack.push_forward(ctx.ws, bindings)
     net = args.net
     runner = child.nets.get(net.name)
-    if runner is None or getattr(runner, "executor", None) != _executor_of(ctx):
+    if runner is None or getattr(runner, "executor", None) != executor:
         from netjit.compiler.runner import make_runner
-        runner = child.nets[net.name] = make_runner(net, child, executor=_executor_of(ctx))
+        runner = child.nets[net.name] = make_runner(net, child, executor=executor)
     runner.run()
     if args.copy_external_blobs and not ctx.op.is_gradient_op:
         child.copy_forwarded(bindings)

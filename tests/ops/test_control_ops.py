@@ -1,6 +1,8 @@
 """Control-flow ops (If, While, Do, CreateScope/HasScope), counters, comparisons and logic: results on
 hand-checked values, compiled runs against the reference executor, the Do workspace rules, errors
 that name the op and blob, and If/While gradients against central differences."""
+import re
+
 import numpy as np
 import pytest
 
@@ -328,3 +330,26 @@ def test_while_gradient_sums_over_iterations_for_read_only_inputs(executor, monk
     np.testing.assert_allclose(gw, 3 * x * dacc / 3, rtol=1e-6)
     np.testing.assert_allclose(gx, _numeric_grad(lambda v: loss(v, w), x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gw, _numeric_grad(lambda v: loss(x, v), w), rtol=1e-5, atol=1e-6)
+
+
+def test_sub_nets_stay_compiled_inside_compiled_nets():
+    then_net = _net("fused_then", make_op("Mul", ["x", "x"], ["t"]), make_op("Relu", ["t"], ["u"]),
+                    make_op("Scale", ["u"], ["y"], scale=0.5))
+    outer = _net("compiled_outer", make_op("If", ["c", "x"], ["y"], then_net=then_net),
+                 make_op("Sigmoid", ["y"], ["s"]))
+    workspace.FeedBlob("c", np.array(True))
+    workspace.FeedBlob("x", np.arange(6, dtype=np.float32))
+    workspace.CreateNet(outer)
+    workspace.RunNet("compiled_outer")
+    np.testing.assert_allclose(workspace.FetchBlob("y"), np.arange(6) ** 2 * 0.5)
+    outer_runner = workspace._ws().nets["compiled_outer"]
+    assert outer_runner.executor == "compiled"
+    (if_step,) = outer_runner.__dict__["_barrier_steps"].values()
+    ((_, sub),) = if_step.ctx.state["runners"].values()
+    assert sub.executor == "compiled"
+    assert re.search(r"\b[1-9]\d* fused groups", sub.compiled.explain(sources=False))
+    # The reference executor keeps sub-nets on the references.
+    ref = make_runner(outer, workspace._ws(), executor="reference")
+    ref.run()
+    ((_, ref_sub),) = ref.plan.steps[0].ctx.state["runners"].values()
+    assert ref_sub.executor == "reference"
