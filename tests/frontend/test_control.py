@@ -145,3 +145,12 @@ def test_if_else_switch_and_conditions(executor):
     assert not bool(workspace.FetchBlob(str(control.GetConditionBlobFromNet(both))))
     assert bool(workspace.FetchBlob(str(control.GetConditionBlobFromNet(either))))
     assert not bool(workspace.FetchBlob(str(not_blob)))
+
+
+def test_report_net_runs_at_the_end_of_its_step(executor):
+    init, body = _counter_nets("rep")
+    report = core.Net("rep_report")
+    report.Copy("rep_count", "rep_seen")
+    step = core.execution_step("reported", body, num_iter=4, report_net=report, report_interval=3600)
+    run(control.Do("rep", init, step))
+    assert _count("rep") == 4.0 and float(workspace.FetchBlob("rep_seen")[0]) == 4.0

@@ -197,3 +197,22 @@ def test_tutorial_if_and_while_gradients(executor):
     got = {b: float(fetch(b).reshape(-1)[0]) for b in ("x", "x_grad", "y", "y_grad", "z", "z_grad")}
     # x0 = 2 -> x0^4; y0 = 3 -> y0^2; z0 = 2 -> z0^3; gradients 4 x0^3, 2 y0, 3 z0^2.
     assert got == {"x": 16.0, "x_grad": 32.0, "y": 9.0, "y_grad": 6.0, "z": 8.0, "z_grad": 12.0}
+
+
+def test_python_op_and_explicit_nets_in_a_builder():
+    seen = []
+
+    def record(inputs, outputs):
+        seen.append(float(inputs[0].data.reshape(-1)[0]))
+
+    with NetBuilder() as nb:
+        a = ops.Const(3.0)
+        ops.Python(record)([a], [])
+        extra = core.Net("nb_extra")
+        extra.ConstantFill([], "nb_extra_out", shape=[1], value=4.0)
+        ops.net(extra)
+        with ops.loop(2):
+            ops.Python(record)([a], [])
+    run_plan(nb)
+    assert seen == [3.0, 3.0, 3.0]
+    assert float(fetch("nb_extra_out")[0]) == 4.0
