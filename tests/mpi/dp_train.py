@@ -79,6 +79,9 @@ def main() -> int:
 
     with core.NameScope("cpu_0"):
         model.param_init_net.ConstantFill([], "ITER", shape=[1], value=0, dtype=core.DataType.INT64)
+    # An un-scoped counter too, as Caffe2's optimizers make: FinalizeAfterCheckpoint must broadcast it.
+    model.param_init_net.ConstantFill([], "optimizer_iteration", shape=[1], value=0, dtype=core.DataType.INT64)
+    model.net.Iter("optimizer_iteration", "optimizer_iteration")
     # ITER lives in the device scope (created above, before Parallelize groups the param init net).
     dpm.Parallelize(model, input_builder_fun=add_input, forward_pass_builder_fun=add_forward,
                     param_update_builder_fun=add_update, devices=[0], cpu_device=True, rendezvous=rendezvous)

@@ -32,7 +32,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 def test_two_ranks_bitwise_identical_and_equal_to_one_process_with_double_batch(uninterrupted, tmp_path):
     r0, r1 = _params(uninterrupted / "params_rank0.npz"), _params(uninterrupted / "params_rank1.npz")
-    assert set(r0) == set(r1) and {"cpu_0__h_w", "cpu_0__pred_b", "cpu_0__h_w_momentum", "cpu_0__ITER"} <= set(r0)
+    assert set(r0) == set(r1) and {"cpu_0__h_w", "cpu_0__pred_b", "cpu_0__h_w_momentum", "cpu_0__ITER", "optimizer_iteration"} <= set(r0)
     for k in r0:
         assert np.array_equal(r0[k], r1[k]), f"{k} differs between ranks"
     # One process, batch 2B, numpy reference executor: the oracle for the compiled 2-rank run.
