@@ -51,9 +51,11 @@ class Bundle:
     """A loaded bundle with ``workspace.Predictor``'s shape: ``run(dict or list) -> list of arrays``.
 
     ``inputs``/``outputs``: the blob names in call order; ``manifest``: bundle.json.
+    ``blas_threads``: OpenBLAS threads a run's GEMMs use (default 1, see NAME.h; 0: OpenBLAS's own
+    setting).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, blas_threads: int = 1):
         folder = Path(path)
         try:
             self.manifest: dict[str, Any] = json.loads((folder / "bundle.json").read_text())
@@ -85,6 +87,8 @@ class Bundle:
         self._strerror = fn("strerror")
         self._strerror.restype = ctypes.c_char_p
         self._strerror.argtypes = [ctypes.c_int]
+        fn("set_blas_threads").argtypes = [ctypes.c_int]
+        fn("set_blas_threads")(int(blas_threads))
         self.weights = _aligned_empty(size)
         with open(weights_file, "rb") as f:
             f.readinto(memoryview(self.weights))
@@ -155,9 +159,9 @@ class Bundle:
         return f"<netjit bundle {self.name!r} at {str(self.path)!r}: inputs {self.inputs}, outputs {self.outputs}>"
 
 
-def load(path: str | os.PathLike) -> Bundle:
-    """Load the bundle folder ``path`` (what ``netjit aot -o`` wrote).
+def load(path: str | os.PathLike, blas_threads: int = 1) -> Bundle:
+    """Load the bundle folder ``path`` (what ``netjit aot -o`` wrote); see :class:`Bundle`.
 
     >>> # p = load("build/lenet"); p.run([np.zeros((1, 1, 28, 28), np.float32)])[0].shape
     """
-    return Bundle(path)
+    return Bundle(path, blas_threads)

@@ -138,8 +138,12 @@ def make_plan(graph_net: caffe2_pb2.NetDef, params: Mapping[str, np.ndarray],
     outputs = list(graph_net.external_output) or sorted(graph.final)
     typed, stop = infer_types(graph, signature, 0)
     if stop < len(typed.nodes):
-        raise _error(net_name, typed.nodes[stop], "its output shapes are known only when it runs, so it "
-                     "cannot be compiled ahead of time")
+        node = typed.nodes[stop]
+        given = ", ".join(f"{typed.values[i].blob}: {typed.values[i].type_str()}"
+                          + (" (from the init net)" if typed.values[i].blob in params
+                             and typed.values[i].blob not in inputs else "") for i in node.inputs)
+        raise _error(net_name, node, f"cannot infer its output shapes from its inputs ({given}), so it cannot "
+                     f"be compiled ahead of time; if an input is fed at run time, give its shape with --input")
     seg = run_passes(segment_graph(typed, 0, stop, set(outputs)))
     missing_out = [b for b in outputs if b not in seg.outputs and b not in seg.inputs]
     if missing_out:
