@@ -434,6 +434,9 @@ def _AllReduceBlobs(blob_names: list, devices: list, model: ModelHelper, net: co
             return
         for name in blob_names:
             group = list(model._device_grouped_blobs[name].values())
+            if isinstance(group[0], core.GradientSlice):
+                raise ValueError(f"gradient of {name!r} is sparse (a GradientSlice): synchronizing gradient "
+                                 f"slices is not supported (as in Caffe2 on CPU)")
             with core.DeviceScope(core.DeviceOption(model._device_type, devices[0])):
                 net.Sum(group, [group[0]], name="dpm")
             _Broadcast(devices, model, net, name)
@@ -442,6 +445,9 @@ def _AllReduceBlobs(blob_names: list, devices: list, model: ModelHelper, net: co
                                             rendezvous)
     for name in blob_names:
         group = list(model._device_grouped_blobs[name].values())
+        if isinstance(group[0], core.GradientSlice):
+            raise ValueError(f"gradient of {name!r} is sparse (a GradientSlice): data_parallel_model all-reduces "
+                             f"dense gradients only (as Caffe2 did on CPU); make the gradient dense")
         # One Allreduce sums the local copies and the shards and writes the sum back into every copy.
         with core.DeviceScope(core.DeviceOption(model._device_type, devices[0])):
             cw, control_input = context.get_control_and_context(group[0])
