@@ -11,43 +11,73 @@ import math
 from typing import Mapping
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
+from netjit.compiler.codegen.approx import sigmoid_f32, sigmoid_f64, tanh_f32
 from netjit.compiler.codegen.loops import Param
 from netjit.compiler.ir import Node, Value
 
 FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
-_OPTS = dict(cache=True, error_model="numpy", nogil=True)
+_OPTS = dict(cache=True, error_model="numpy", nogil=True, fastmath={"contract"})
+# float32 constants keep float32 rows in float32 (a float64 literal would promote the whole row).
+_ONE, _ZERO = np.float32(1.0), np.float32(0.0)
 
 
-@njit(**_OPTS)
-def _sigmoid(v):
-    # Both branches keep exp's argument <= 0, so nothing overflows.
-    if v >= 0:
-        return 1.0 / (1.0 + math.exp(-v))
-    e = math.exp(v)
-    return e / (1.0 + e)
+def _sig(v):
+    """sigmoid, typed per dtype below."""
+
+
+def _tanh(v):
+    """tanh, typed per dtype below."""
+
+
+def _like(ref, v):
+    """v converted to ref's float type."""
+
+
+@overload(_sig, jit_options=_OPTS)
+def _sig_impl(v):
+    # float32: approx.py's vectorisable form (<= 3 ulp), not one libm call per element.
+    if v == types.float32:
+        return lambda v: sigmoid_f32(v)
+    return lambda v: sigmoid_f64(v)
+
+
+@overload(_tanh, jit_options=_OPTS)
+def _tanh_impl(v):
+    if v == types.float32:
+        return lambda v: tanh_f32(v)
+    return lambda v: math.tanh(v)
+
+
+@overload(_like, jit_options=_OPTS)
+def _like_impl(ref, v):
+    if ref == types.float32:
+        return lambda ref, v: np.float32(v)
+    return lambda ref, v: np.float64(v)
 
 
 @njit(**_OPTS)
 def _rows(n, d, hp, cp, x, seq, use_seq, t, fb, drop, h, c):
     hpf, cpf, xf, hf, cf = hp.reshape(-1), cp.reshape(-1), x.reshape(-1), h.reshape(-1), c.reshape(-1)
     sf = seq.reshape(-1)
+    bias = _like(xf[0], fb)
     for r in range(n):
         base, gb = r * d, r * 4 * d
         if use_seq and not t < sf[r]:
             for k in range(base, base + d):
-                hf[k] = 0.0 if drop else hpf[k]
-                cf[k] = 0.0 if drop else cpf[k]
+                hf[k] = _ZERO if drop else hpf[k]
+                cf[k] = _ZERO if drop else cpf[k]
             continue
         for k in range(d):
-            i = _sigmoid(xf[gb + k])
-            f = _sigmoid(xf[gb + d + k] + fb)
-            o = _sigmoid(xf[gb + 2 * d + k])
-            g = math.tanh(xf[gb + 3 * d + k])
+            i = _sig(xf[gb + k])
+            f = _sig(xf[gb + d + k] + bias)
+            o = _sig(xf[gb + 2 * d + k])
+            g = _tanh(xf[gb + 3 * d + k])
             cv = f * cpf[base + k] + i * g
             cf[base + k] = cv
-            hf[base + k] = o * math.tanh(cv)
+            hf[base + k] = o * _tanh(cv)
 
 
 @njit(**_OPTS)
@@ -65,28 +95,29 @@ def _grad_rows(n, d, cp, x, seq, use_seq, t, c, dh, dc, fb, drop, dhp, dcp, dx):
     cpf, xf, cf = cp.reshape(-1), x.reshape(-1), c.reshape(-1)
     dhf, dcf, dhpf, dcpf, dxf = dh.reshape(-1), dc.reshape(-1), dhp.reshape(-1), dcp.reshape(-1), dx.reshape(-1)
     sf = seq.reshape(-1)
+    bias = _like(xf[0], fb)
     for r in range(n):
         base, gb = r * d, r * 4 * d
         if use_seq and not t < sf[r]:
             for k in range(base, base + d):
-                dhpf[k] = 0.0 if drop else dhf[k]
-                dcpf[k] = 0.0 if drop else dcf[k]
+                dhpf[k] = _ZERO if drop else dhf[k]
+                dcpf[k] = _ZERO if drop else dcf[k]
             for k in range(gb, gb + 4 * d):
-                dxf[k] = 0.0
+                dxf[k] = _ZERO
             continue
         for k in range(d):
-            i = _sigmoid(xf[gb + k])
-            f = _sigmoid(xf[gb + d + k] + fb)
-            o = _sigmoid(xf[gb + 2 * d + k])
-            g = math.tanh(xf[gb + 3 * d + k])
-            tc = math.tanh(cf[base + k])
-            dct = dcf[base + k] + dhf[base + k] * o * (1.0 - tc * tc)
+            i = _sig(xf[gb + k])
+            f = _sig(xf[gb + d + k] + bias)
+            o = _sig(xf[gb + 2 * d + k])
+            g = _tanh(xf[gb + 3 * d + k])
+            tc = _tanh(cf[base + k])
+            dct = dcf[base + k] + dhf[base + k] * o * (_ONE - tc * tc)
             dcpf[base + k] = dct * f
-            dhpf[base + k] = 0.0
-            dxf[gb + k] = dct * g * i * (1.0 - i)
-            dxf[gb + d + k] = dct * cpf[base + k] * f * (1.0 - f)
-            dxf[gb + 2 * d + k] = dhf[base + k] * tc * o * (1.0 - o)
-            dxf[gb + 3 * d + k] = dct * i * (1.0 - g * g)
+            dhpf[base + k] = _ZERO
+            dxf[gb + k] = dct * g * i * (_ONE - i)
+            dxf[gb + d + k] = dct * cpf[base + k] * f * (_ONE - f)
+            dxf[gb + 2 * d + k] = dhf[base + k] * tc * o * (_ONE - o)
+            dxf[gb + 3 * d + k] = dct * i * (_ONE - g * g)
 
 
 @njit(**_OPTS)
@@ -154,11 +185,11 @@ def _gru_rows(n, d, hp, x, seq, use_seq, t, drop, h):
         base, gb = r * d, r * 3 * d
         if use_seq and not t < sf[r]:
             for k in range(base, base + d):
-                hf[k] = 0.0 if drop else hpf[k]
+                hf[k] = _ZERO if drop else hpf[k]
             continue
         for k in range(d):
-            u = _sigmoid(xf[gb + d + k])
-            hf[base + k] = u * hpf[base + k] + (1.0 - u) * math.tanh(xf[gb + 2 * d + k])
+            u = _sig(xf[gb + d + k])
+            hf[base + k] = u * hpf[base + k] + (_ONE - u) * _tanh(xf[gb + 2 * d + k])
 
 
 @njit(**_OPTS)
@@ -180,17 +211,17 @@ def _gru_grad_rows(n, d, hp, x, seq, use_seq, t, dh, drop, dhp, dx):
         valid = not (use_seq and not t < sf[r])
         for k in range(d):
             g = dhf[base + k]
-            dxf[gb + k] = 0.0
+            dxf[gb + k] = _ZERO
             if not valid:
-                dhpf[base + k] = 0.0 if drop else g
-                dxf[gb + d + k] = 0.0
-                dxf[gb + 2 * d + k] = 0.0
+                dhpf[base + k] = _ZERO if drop else g
+                dxf[gb + d + k] = _ZERO
+                dxf[gb + 2 * d + k] = _ZERO
                 continue
-            u = _sigmoid(xf[gb + d + k])
-            o = math.tanh(xf[gb + 2 * d + k])
+            u = _sig(xf[gb + d + k])
+            o = _tanh(xf[gb + 2 * d + k])
             dhpf[base + k] = g * u
-            dxf[gb + d + k] = g * (hpf[base + k] - o) * u * (1.0 - u)
-            dxf[gb + 2 * d + k] = g * (1.0 - u) * (1.0 - o * o)
+            dxf[gb + d + k] = g * (hpf[base + k] - o) * u * (_ONE - u)
+            dxf[gb + 2 * d + k] = g * (_ONE - u) * (_ONE - o * o)
 
 
 @njit(**_OPTS)
