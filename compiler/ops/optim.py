@@ -20,7 +20,7 @@ import numpy as np
 
 from netjit.compiler.ops.gradients import no_gradient, simple_gradient
 from netjit.compiler.ops.registry import ELEMWISE, HOST, OPAQUE, REDUCE, Args, Lowering, TensorType, arg, defop, lower
-from netjit.compiler.ops.training import iter_op, read_iter
+from netjit.compiler.ops.training import iter_op
 
 _F32 = np.dtype(np.float32)
 _F16 = np.dtype(np.float16)
@@ -146,7 +146,6 @@ def atomic_iter(ctx, mutex, it):
     if not hasattr(mutex, "acquire"):
         raise ctx.error(f"input 0 must be a mutex made by CreateMutex, got "
                         f"{'an empty blob' if mutex is None else type(mutex).__name__}", blob=ctx.input_name(0))
-    read_iter(ctx, it, 1)
     with mutex:
         return iter_op.reference(_ShiftedCtx(ctx), it)
 

@@ -52,15 +52,16 @@ def test_make_argument_fields():
 
 
 def test_read_proto_text_or_binary(tmp_path):
-    net = core.Net("n")
+    net = core.Net("proto_read")     # core.Net may make the name unique: compare with Proto().name
     net.Relu(["x"], ["y"])
+    name = net.Proto().name
     text, binary = text_format.MessageToString(net.Proto()), net.Proto().SerializeToString()
     assert utils.TryReadProtoWithClass(caffe2_pb2.NetDef, text) == net.Proto()
     assert utils.TryReadProtoWithClass(caffe2_pb2.NetDef, binary) == net.Proto()
     funcs = {caffe2_pb2.NetDef: lambda p: ("net", p.name), caffe2_pb2.TensorProto: lambda p: ("tensor", p.name)}
-    assert utils.GetContentFromProto(net.Proto(), funcs) == ("net", "n")
+    assert utils.GetContentFromProto(net.Proto(), funcs) == ("net", name)
     assert utils.GetContentFromProto(caffe2_pb2.DeviceOption(), funcs) is None
-    assert utils.GetContentFromProtoString(binary, funcs) == ("net", "n")
+    assert utils.GetContentFromProtoString(binary, funcs) == ("net", name)
     with pytest.raises(DecodeError):
         utils.GetContentFromProtoString(b"\xff\xff\xff", {caffe2_pb2.NetDef: lambda p: p})
     (tmp_path / "n.pbtxt").write_text(text)
