@@ -110,11 +110,18 @@ def tensor1d(min_len: int = 1, max_len: int = 64, dtype: Any = np.float32, eleme
     return tensor(1, 1, dtype, elements, min_value=min_len, max_value=max_len)
 
 
-def tensors(n: int, min_dim: int = 1, max_dim: int = 4, dtype: Any = np.float32, elements: Any = None,
+def tensors(n: int | None = None, min_dim: int = 1, max_dim: int = 4, dtype: Any = np.float32, elements: Any = None,
+            min_n: int | None = None, max_n: int | None = None, varying_shape: bool = False,
             **kwargs: Any) -> st.SearchStrategy:
-    """Lists of ``n`` arrays of one shape."""
+    """Lists of ``n`` arrays of one shape. Caffe2's early-2018 spelling works too: ``min_n``/``max_n``
+    (between min_n and max_n arrays, default exactly min_n) and ``varying_shape=True`` (each its own
+    shape)."""
+    lo = n if n is not None else (1 if min_n is None else min_n)
+    hi = n if n is not None else (lo if max_n is None else max_n)
     dims_ = st.lists(dims(**kwargs), min_size=min_dim, max_size=max_dim)
-    return dims_.flatmap(lambda d: st.lists(arrays(d, dtype, elements), min_size=n, max_size=n))
+    if varying_shape:
+        return st.lists(dims_.flatmap(lambda d: arrays(d, dtype, elements)), min_size=lo, max_size=hi)
+    return dims_.flatmap(lambda d: st.lists(arrays(d, dtype, elements), min_size=lo, max_size=hi))
 
 
 def ntensors(min_n: int, max_n: int, min_dim: int = 1, max_dim: int = 4, dtype: Any = np.float32,

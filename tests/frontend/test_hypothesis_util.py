@@ -219,3 +219,12 @@ def test_net_gradient_checker_compare_nets():
     c.Tanh(["x"], ["y3"])
     with pytest.raises(AssertionError, match="output 0 of net 1"):
         gradient_checker.NetGradientChecker.CompareNets([a, c], [["y"], ["y3"]], [0], ["x"], values)
+
+
+@given(pair=hu.tensors(min_n=2, min_dim=1, max_dim=2), some=hu.tensors(min_n=1, max_n=3),
+       ragged=hu.tensors(n=2, varying_shape=True), three=hu.tensors(3))
+@settings(max_examples=10, deadline=None, derandomize=True)
+def test_tensors_both_caffe2_spellings(pair, some, ragged, three):
+    # Early 2018: tensors(min_n=, max_n=, varying_shape=); later: tensors(n).
+    assert len(pair) == 2 and pair[0].shape == pair[1].shape and 1 <= pair[0].ndim <= 2
+    assert 1 <= len(some) <= 3 and len(ragged) == 2 and len(three) == 3
