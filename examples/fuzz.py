@@ -6,12 +6,13 @@ random net that runs must give the same blobs compiled as through the reference 
 
     python examples/fuzz.py --count 500 --seed 1        # 500 mutated .pb files + 500 random nets
 
-Sources: the real Caffe2-exported LeNet in ../shared/models/lenet_pytorch_export (when present) and
-small nets from the random-net generator of tests/compiler/test_random_nets.py, serialized and
-mutated byte by byte (flips, letters changed inside names like ``strides`` -> ``stpides``, small
-integers, insertions, deletions, truncation); and random nets from that generator, half of them
-broken on purpose (a missing input, a wrong dtype or shape, a bad argument). Exit status 1 when
-any outcome is bad.
+Sources: the real Caffe2-exported LeNet in ../shared/models/lenet_pytorch_export (when present;
+its predict net, or a quarter of the time its init net) and small nets from the random-net
+generator of tests/compiler/test_random_nets.py, serialized and mutated: as messages (a letter of a
+name, ``strides`` -> ``stpides``; an argument's value; a dropped argument, input or op; a repeated
+op) or as bytes (flips, small integers, insertions, deletions, truncation, NUL and non-UTF-8 bytes);
+and random nets from that generator, half of them broken on purpose (a missing input, a wrong
+dtype or shape, bad arguments, a 0-d feed). Exit status 1 when any outcome is bad.
 """
 from __future__ import annotations
 
@@ -199,10 +200,13 @@ def fuzz_files(count: int, rng: random.Random, counts: Counter, bad: list[str],
         sources.append((net.name, net.SerializeToString(), None, feeds))
     for i in range(count):
         name, data, init, feeds = sources[i % len(sources)]
-        mutated = mutate(data, rng)
+        if init is not None and rng.random() < 0.25:     # the init net (weights) instead
+            name, init, mutated = f"{name} init", mutate(init, rng), data
+        else:
+            mutated = mutate(data, rng)
         with _private_workspace(f"fuzz_file{i}"):
             if init is not None:
-                def case() -> None:
+                def case(init: bytes = init, mutated: bytes = mutated) -> None:
                     predictor = workspace.Predictor(init, mutated)
                     predictor.run(feeds)
             else:
@@ -214,7 +218,7 @@ def fuzz_files(count: int, rng: random.Random, counts: Counter, bad: list[str],
         outcome = classify(err)
         counts[f"file/{outcome.split(':')[0] if outcome.startswith('BAD') else outcome}"] += 1
         if outcome.startswith("BAD"):
-            bad.append(f"mutated {name} #{i}: {outcome} (bytes {mutated.hex()})")
+            bad.append(f"mutated {name} #{i}: {outcome} (bytes {mutated.hex()[:2000]})")
 
 
 # --------------------------------------------------------------------------------- random nets
