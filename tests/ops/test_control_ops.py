@@ -344,8 +344,7 @@ def test_sub_nets_stay_compiled_inside_compiled_nets():
     np.testing.assert_allclose(workspace.FetchBlob("y"), np.arange(6) ** 2 * 0.5)
     outer_runner = workspace._ws().nets["compiled_outer"]
     assert outer_runner.executor == "compiled"
-    (if_step,) = outer_runner.__dict__["_barrier_steps"].values()
-    ((_, sub),) = if_step.ctx.state["runners"].values()
+    ((_, sub),) = outer_runner.contexts[0].state["runners"].values()   # the If op's context (op #0)
     assert sub.executor == "compiled"
     assert re.search(r"\b[1-9]\d* fused groups", sub.compiled.explain(sources=False))
     # The reference executor keeps sub-nets on the references.
@@ -353,3 +352,10 @@ def test_sub_nets_stay_compiled_inside_compiled_nets():
     ref.run()
     ((_, ref_sub),) = ref.plan.steps[0].ctx.state["runners"].values()
     assert ref_sub.executor == "reference"
+
+
+def test_compiled_if_warns_about_undeclared_writes():
+    then_net = _net("undeclared_then", make_op("Scale", ["x"], ["y"], scale=10.0))
+    net = _net("undeclared", make_op("If", ["c"], [], then_net=then_net))
+    with pytest.warns(RuntimeWarning, match=r"op #0 \(If\).*writes \['y'\] but the op declares no outputs"):
+        _run(net, {"c": np.array(True), "x": np.ones(1, np.float32)}, "compiled", [])
