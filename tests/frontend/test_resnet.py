@@ -5,7 +5,7 @@ predictor_exporter and reload."""
 import numpy as np
 import pytest
 
-from caffe2.python import core, model_helper, optimizer, workspace
+from caffe2.python import model_helper, optimizer, workspace
 from caffe2.python.models import resnet
 from caffe2.python.predictor import predictor_exporter as pe
 
