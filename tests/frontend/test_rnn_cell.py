@@ -154,3 +154,31 @@ def test_basic_rnn_with_sequence_lengths_keeps_ended_rows(monkeypatch):
     workspace.RunNetOnce(model.net)
     out = workspace.FetchBlob(h_all)
     np.testing.assert_array_equal(out[4, 2], out[3, 2])
+
+
+def test_multi_rnn_cell_with_residual_and_dropout_cells(monkeypatch):
+    """Two LSTM layers of equal width, the second with a residual connection, each wrapped in a
+    DropoutCell (is_test: dropout is the identity); forward and backward run, and the output
+    sequence is the sum of the two layers' hidden states."""
+    monkeypatch.setenv("NETJIT_EXECUTOR", "compiled")
+    model = model_helper.ModelHelper(name="stack")
+    cells = [rnn_cell.DropoutCell(rnn_cell.LSTMCell(D if i == 0 else H, H, forget_bias=0.0, memory_optimization=False,
+                                                    name=f"l{i}"), dropout_ratio=0.5, is_test=1, name=f"d{i}")
+             for i in range(2)]
+    stack = rnn_cell.MultiRNNCell(cells, residual_output_layers=[1], name="stack")
+    # DropoutCell has no initializer (as in Caffe2): the initial states are given.
+    output, states = stack.apply_over_sequence(model, "x", "seq", initial_states=["h0", "c0", "h1", "c1"],
+                                               outputs_with_grads=[4])
+    assert len(states) == 8 and str(output) == "stack/residual_output_sequence"
+    loss = model.net.AveragedLoss(output, "loss")
+    model.AddGradientOperators([loss])
+    workspace.RunNetOnce(model.param_init_net)
+    for k, v in data().items():
+        workspace.FeedBlob(k, v)
+    for name in ("h0", "c0", "h1", "c1"):
+        workspace.FeedBlob(name, np.full((1, N, H), 0.1, np.float32))
+    workspace.RunNetOnce(model.net)
+    h0_all, h1_all = workspace.FetchBlob(states[0]), workspace.FetchBlob(states[4])
+    np.testing.assert_allclose(workspace.FetchBlob(output), h0_all + h1_all, rtol=1e-5, atol=1e-6)
+    grads = [workspace.FetchBlob(model.param_to_grad[p]) for p in model.params]
+    assert all(np.isfinite(g).all() for g in grads) and any(np.abs(g).sum() > 0 for g in grads)
