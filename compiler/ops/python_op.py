@@ -119,8 +119,12 @@ def check_consent(net: Any, ws: Any = None, allow: bool = False) -> None:
     """Refuse a NetDef holding Python ops whose code would come from the file itself (a pickled
     builder this process did not make) unless the user opted in; refuse ops naming a token no
     function is registered under. Raises :class:`PickledCodeError` / :class:`OpError` naming the
-    net, op index and type. Reads the arguments only: nothing is unpickled here."""
+    net, op index and type. Nets nested in arguments (If/While bodies, step nets) are checked too.
+    Reads the arguments only: nothing is unpickled here."""
     for index, op in enumerate(net.op):
+        for argument in op.arg:
+            for sub in ([argument.n] if argument.HasField("n") else []) + list(argument.nets):
+                check_consent(sub, ws, allow)
         if op.type not in ("Python", "PythonGradient"):
             continue
         for name in _PICKLED_ARGS:

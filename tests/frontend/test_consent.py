@@ -133,6 +133,19 @@ def test_pickled_gradient_builder_is_refused_too(tmp_path, marker):
     assert not marker.exists()
 
 
+def test_nets_nested_in_arguments_are_checked(marker):
+    inner = caffe2_pb2.NetDef(name="then_branch")
+    inner.op.add().CopyFrom(core.CreateOperator("Python", ["x"], ["y"],
+                                                pickled_builder=pickle.dumps(_TouchOnUnpickle(str(marker)))))
+    outer = caffe2_pb2.NetDef(name="outer")
+    op = outer.op.add()
+    op.CopyFrom(core.CreateOperator("If", ["cond"], []))
+    op.arg.add(name="then_net").n.CopyFrom(inner)
+    with pytest.raises(PickledCodeError, match=r"net 'then_branch' op #0 \(Python\)"):
+        workspace.CreateNet(outer)
+    assert not marker.exists()
+
+
 def test_show_never_executes(tmp_path, marker, capsys):
     net = caffe2_pb2.NetDef(name="shown")
     net.op.add().CopyFrom(core.CreateOperator("Python", ["x"], ["y"],
