@@ -67,10 +67,10 @@ def _logic(fn: Callable[[np.ndarray, np.ndarray], Any]) -> Callable[..., np.ndar
 
 # Comparisons and logic have no gradient in Caffe2 (SHOULD_NOT_DO_GRADIENT): a condition blob
 # stops the backward pass quietly, which is what If/While gradients rely on.
-_CMP = dict(inputs=2, outputs=1, args=BROADCAST_ARGS, inplace=[(0, 0), (1, 0)], category=BROADCAST, infer=_compare_infer,
-            gradient=no_gradient)
-_LOGIC = dict(inputs=2, outputs=1, args=BROADCAST_ARGS, inplace=[(0, 0), (1, 0)], category=BROADCAST, infer=_logic_infer,
-              gradient=no_gradient)
+_CMP = dict(inputs=2, outputs=1, args=BROADCAST_ARGS, inplace=[(0, 0), (1, 0)], category=BROADCAST,
+            infer=_compare_infer, gradient=no_gradient)
+_LOGIC = dict(inputs=2, outputs=1, args=BROADCAST_ARGS, inplace=[(0, 0), (1, 0)], category=BROADCAST,
+              infer=_logic_infer, gradient=no_gradient)
 
 eq = defop("EQ", expr="x0 == x1", **_CMP)(_compare(np.equal))
 eq.doc = "C = (A == B), elementwise with Caffe2 broadcasting; a bool tensor."

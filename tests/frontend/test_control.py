@@ -1,7 +1,6 @@
 """core.Plan/ExecutionStep and the control module: nested steps and their stop blobs, only_once,
 create_workspace, reporters, and each control construct's iteration count, under the compiled and
 the reference executor."""
-import numpy as np
 import pytest
 
 from netjit import control, core, workspace
