@@ -2,9 +2,9 @@
 written anew for netjit).
 
 The model is ``rnn_cell.LSTM`` over one-hot characters, an FC to the vocabulary and a softmax,
-trained with plain SGD built from ops (Iter, LearningRate, WeightedSum). The text is cut into
-``batch_size`` blocks; each iteration feeds the next ``seq_length`` characters of every block and
-carries the LSTM state over from the previous iteration. Every ``iters_to_report`` iterations it
+trained with ``optimizer.build_sgd`` (plain SGD, the rate decaying by 0.9999 per iteration). The
+text is cut into ``batch_size`` blocks; each iteration feeds the next ``seq_length`` characters of
+every block and carries the LSTM state over from the previous iteration. Every ``iters_to_report`` iterations it
 prints the mean loss since the last report and a string sampled from the model.
 
     python examples/char_rnn.py                                  # examples/data/lighthouse.txt
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from caffe2.python import brew, core, model_helper, workspace
+from caffe2.python.optimizer import build_sgd
 from caffe2.python.rnn_cell import LSTM
 
 DEFAULT_TEXT = Path(__file__).resolve().parent / "data" / "lighthouse.txt"
@@ -59,22 +60,14 @@ class CharRNN:
         xent = model.net.LabelCrossEntropy([softmax_reshaped, target], "xent")
         self.loss = model.net.AveragedLoss(xent, "loss")
         model.AddGradientOperators([self.loss])
-        self._add_sgd(model)
+        # The loss is a mean over the T * N predictions, so the rate is scaled by seq_length.
+        build_sgd(model, base_learning_rate=self.base_lr * self.seq_length, policy="step", stepsize=1,
+                  gamma=0.9999)
         self.model = model
         self.predictions = softmax
         self.prepare_state = core.Net("prepare_state")
         self.prepare_state.Copy(self.hidden_output, hidden_init)
         self.prepare_state.Copy(self.cell_state, cell_init)
-
-    def _add_sgd(self, model: model_helper.ModelHelper) -> None:
-        """param += lr * grad with lr = -base_lr * 0.9999^iter: the loss is a mean over the T * N
-        predictions, so Caffe2's example scales the rate by seq_length."""
-        iteration = brew.iter(model, "iter")
-        lr = model.net.LearningRate(iteration, "lr", base_lr=-self.base_lr * self.seq_length, policy="step",
-                                    stepsize=1, gamma=0.9999)
-        one = model.param_init_net.ConstantFill([], "ONE", shape=[1], value=1.0)
-        for param in model.params:
-            model.net.WeightedSum([param, one, model.param_to_grad[param], lr], param)
 
     def _batch(self, positions: np.ndarray, starts: list[int], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
         inputs = np.zeros([self.seq_length, self.batch_size, self.D], np.float32)
