@@ -15,7 +15,9 @@ A Caffe2 op test runs unchanged::
             self.assertGradientChecks(gc, op, [X], 0, [0])
 
 - ``assertReferenceChecks(gc, op, inputs, reference)`` runs the op as a one-op net (compiled by
-  default), compares with ``reference(*inputs)`` and with the op's shape/type inference;
+  default), compares with ``reference(*inputs)`` and with the op's shape/type inference (a mismatch
+  fails the test: Caffe2 only logged it unless CAFFE2_ASSERT_SHAPEINFERENCE=1; netjit's inference is
+  meant to be exact);
 - ``assertGradientChecks(gc, op, inputs, i, outputs_with_grads)`` compares the registered gradient
   with finite differences (:mod:`netjit.gradient_checker`);
 - ``assertDeviceChecks(dc, op, inputs, outputs)`` runs every device option in ``dc`` through both
