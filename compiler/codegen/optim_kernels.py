@@ -53,14 +53,16 @@ def momentum_sgd_kernel(g, m, lr, mu, nesterov, ng, nm):
     rate = lr.reshape(-1)[0]
     mom = np.float32(mu)
     one = np.float32(1.0)
-    for i in range(gf.size):
-        mi = mf[i]
-        if nesterov:
+    # One loop per mode: a branch inside the loop keeps LLVM from vectorising it.
+    if nesterov:
+        for i in range(gf.size):
+            mi = mf[i]
             new_m = mom * mi + rate * gf[i]
             nmf[i] = new_m
             ngf[i] = (one + mom) * new_m - mom * mi
-        else:
-            new_m = rate * gf[i] + mom * mi
+    else:
+        for i in range(gf.size):
+            new_m = rate * gf[i] + mom * mf[i]
             nmf[i] = new_m
             ngf[i] = new_m
 
@@ -72,17 +74,20 @@ def momentum_sgd_update_kernel(g, m, lr, p, mu, nesterov, ng, nm, np_):
     rate = lr.reshape(-1)[0]
     mom = np.float32(mu)
     one = np.float32(1.0)
-    for i in range(gf.size):
-        mi = mf[i]
-        if nesterov:
+    if nesterov:
+        for i in range(gf.size):
+            mi = mf[i]
             new_m = mom * mi + rate * gf[i]
             step = (one + mom) * new_m - mom * mi
-        else:
-            new_m = rate * gf[i] + mom * mi
-            step = new_m
-        nmf[i] = new_m
-        ngf[i] = step
-        npf[i] = pf[i] - step
+            nmf[i] = new_m
+            ngf[i] = step
+            npf[i] = pf[i] - step
+    else:
+        for i in range(gf.size):
+            new_m = rate * gf[i] + mom * mf[i]
+            nmf[i] = new_m
+            ngf[i] = new_m
+            npf[i] = pf[i] - new_m
 
 
 def momentum_sgd(node: Node, values: Mapping[str, Value]):
