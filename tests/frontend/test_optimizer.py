@@ -255,3 +255,39 @@ def test_caffe2_module_names():
     assert GC is GradientClipping and issubclass(GC, NetModifier)
     with pytest.raises(ValueError, match="grad_clip_method"):
         GC(grad_clip_method="by_magic")
+
+
+LR_POLICY_ARGS = {
+    "fixed": {}, "step": {"stepsize": 2, "gamma": 0.5}, "exp": {"gamma": 0.9}, "inv": {"gamma": 0.1, "power": 0.5},
+    "poly": {"power": 2, "max_iter": 10}, "linearWarmup": {"start_multiplier": 0.1, "num_iter": 4},
+    "constantWarmup": {"multiplier": 0.3, "num_iter": 2},
+    "alter": {"active_first": True, "active_period": 2, "inactive_period": 1},
+    "hill": {"num_iter": 2, "start_multiplier": 0.2, "gamma": 0.1, "power": 1, "end_multiplier": 0.05},
+}
+
+
+def test_every_learning_rate_policy_reaches_the_lr_blob(monkeypatch):
+    # The LR wiring, not the kernels (those are checked above): the reference executor is quicker here.
+    monkeypatch.setenv("NETJIT_EXECUTOR", "reference")
+    from netjit.compiler.ops.training import LR_POLICIES, learning_rate_value
+    from netjit.compiler.ops.registry import lookup
+    from netjit.proto.args import make_op
+    assert set(LR_POLICY_ARGS) == set(LR_POLICIES)
+    for policy, kwargs in LR_POLICY_ARGS.items():
+        model = _model(f"lr_{policy}")
+        opt = optimizer.build_sgd(model, base_learning_rate=0.2, policy=policy, **kwargs)
+        lr_blob = opt.get_cpu_blob_name("lr")
+        workspace.ResetWorkspace()
+        x, t = _batches()[0]
+        workspace.FeedBlob("X", x)
+        workspace.FeedBlob("T", t)
+        workspace.RunNetOnce(model.param_init_net)
+        workspace.CreateNet(model.net)
+        lr_op = next(op for op in model.net.Proto().op if op.type == "LearningRate")
+        args = lookup("LearningRate").decode_args(make_op("LearningRate", ["i"], ["o"], **{
+            a.name: (a.f if a.HasField("f") else a.i if a.HasField("i") else a.s.decode()) for a in lr_op.arg}))
+        for k in range(1, 6):
+            workspace.RunNet(model.net.Proto().name)
+            assert float(workspace.FetchBlob(lr_blob)) == pytest.approx(float(learning_rate_value(args, k)),
+                                                                        rel=1e-6), (policy, k)
+        assert float(learning_rate_value(args, 1)) <= 0   # descent: the LR blob is negative
