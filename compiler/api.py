@@ -28,7 +28,8 @@ from netjit.compiler.ir import Graph, import_netdef, maybe_dump
 from netjit.compiler.ops.registry import TensorType
 from netjit.compiler.passes.infer import OBJECT, type_of
 from netjit.compiler.pipeline import SegmentPlan, describe_signature, plan_segment
-from netjit.compiler.execution import LazyContext, bind_plan, run_barrier, static_checks
+from netjit.compiler.execution import LazyContext, bind_plan, run_barrier
+from netjit.compiler.reference import net_checks
 from netjit.proto import caffe2_pb2
 from netjit.runtime.errors import InternalError, NetJitError
 from netjit.runtime.workspace import REGISTRY, Workspace
@@ -80,7 +81,7 @@ class CompiledNet:
         self.params = sorted(written & set(self.graph.inputs))
         self.visible = None if visible is None else set(visible) | set(self.params)
         self.outputs = list(outputs) if outputs is not None else sorted(written)
-        self.checks = static_checks(net, self.graph)
+        self.checks = net_checks(net)
         self._plans: dict[tuple, SegmentPlan] = {}
         self._by_start: dict[int, list[SegmentPlan]] = {}
         self._lock = threading.RLock()

@@ -1,5 +1,7 @@
 """Run-time support for compiled plans: per-runner op contexts, binding a plan's generated driver to
-a runner, barrier steps, and Caffe2's net-construction checks.
+a runner, and barrier steps. Construction checks (``reference.NetChecks``), the reference calling
+convention (``runtime.plan.reference_call``) and error location (``runtime.executor.locate``) are
+the reference executor's own: a net fails the same way under either.
 
 Kept apart from the generated code so that the driver source stays straight-line: everything it
 needs arrives through one environment object at bind time.
@@ -8,22 +10,18 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from netjit.compiler import strict
 from netjit.compiler.codegen.blas import blas_threads
-from netjit.compiler.ir import Graph, Node
+from netjit.compiler.ir import Node
 from netjit.compiler.ops.registry import lookup
-from netjit.compiler.reference import as_blob_values
-from netjit.proto import caffe2_pb2
 from netjit.runtime.context import OpContext, op_rng
-from netjit.runtime.errors import MissingBlobError, OpError
-from netjit.runtime.executor import run_step
-from netjit.runtime.plan import Plan, Step
-from netjit.runtime.workspace import Workspace
+from netjit.runtime.errors import OpError
+from netjit.runtime.executor import locate, run_step
+from netjit.runtime.plan import Plan, Step, reference_call
 
 # Unseeded random ops in compiled plans share one generator: values are fresh every run (as in
 # Caffe2) without paying ~10 us per op to create a generator each time a net is constructed.
@@ -92,10 +90,7 @@ def bind_plan(plan: Any, runner: Any) -> tuple[Any, Any]:
         if not isinstance(err, Exception) or isinstance(err, OpError) or s < 0:
             raise err
         info = steps[s]
-        blob = info.outputs[0] if info.outputs else (info.inputs[0] if info.inputs else None)
-        names = ", ".join(repr(n) for n in info.inputs) or "none"
-        raise OpError(f"{type(err).__name__}: {err} (inputs: {names})", net=net_name, index=info.index,
-                      op_type=info.op_type, blob=blob) from err
+        raise locate(err, net_name, info.index, info.op_type, info.inputs, info.outputs) from err
 
     def fix(s: int, value: Any, k: int) -> np.ndarray:
         node = graph.nodes[s]
@@ -118,67 +113,22 @@ def run_barrier(runner: Any, node: Node, plan: Any = None) -> None:
     way the reference executor does, with this runner's context for it. ``plan``: the segment
     planned before it; when its shape rule raised there and the op now runs fine, the rule is
     wrong (strict mode raises)."""
-    steps = runner.__dict__.setdefault("_barrier_steps", {})
-    step = steps.get(node.index)
+    # The runner's barriers form one runtime.Plan of reference steps, made as they are met.
+    barriers: Plan | None = runner.__dict__.get("_barriers")
+    if barriers is None:
+        barriers = runner.__dict__["_barriers"] = Plan(net_name=runner.net.name, steps=[])
+        runner.__dict__["_barrier_steps"] = {}   # index -> Step (tests look steps up here)
+    at: dict[int, Step] = runner.__dict__["_barrier_steps"]
+    step = at.get(node.index)
     if step is None:
-        fn = lookup(node.op).reference
-
-        def call(ctx: OpContext, values: list[Any]) -> list[Any]:
-            return as_blob_values(fn(ctx, *values))
-        step = Step(index=node.index, op_type=node.op, inputs=tuple(node.proto.input),
-                    outputs=tuple(node.proto.output), fn=call, ctx=runner.context(node))
-        steps[node.index] = step
-    run_step(Plan(net_name=runner.net.name, steps=[]), step, runner.ws)
+        step = at[node.index] = Step(index=node.index, op_type=node.op, inputs=tuple(node.proto.input),
+                                     outputs=tuple(node.proto.output), fn=reference_call(lookup(node.op).reference),
+                                     ctx=runner.context(node))
+        barriers.steps.append(step)
+    run_step(barriers, step, runner.ws)
     if plan is not None and plan.fallbacks and strict.strict_enabled():
         for f in plan.fallbacks:
             if f.stage == "infer" and f.index == node.index:
                 raise strict.StrictModeError(f"its shape rule raised ({f.reason}) but its reference ran fine "
                                              f"on the same inputs: the rule is wrong (NETJIT_STRICT=1)",
                                              net=runner.net.name, index=node.index, op_type=node.op)
-
-
-@dataclass
-class NetChecks:
-    """Caffe2's CreateNet checks, precomputed per net so constructing a seen net stays cheap."""
-    net_name: str
-    static_error: OpError | None
-    required: list[tuple[str, int, str]]        # (blob read from the workspace, first reader index, type)
-    external_outputs: list[str]                 # declared outputs no op produces (must exist)
-    written: list[str]
-
-    def check(self, ws: Workspace) -> None:
-        if self.static_error is not None:
-            raise self.static_error
-        for blob, index, op_type in self.required:
-            if not ws.has(blob):
-                raise MissingBlobError(f"input blob {blob!r} does not exist in workspace {ws.name!r}",
-                                       net=self.net_name, index=index, op_type=op_type, blob=blob)
-        for blob in self.external_outputs:
-            if not ws.has(blob):
-                raise OpError(f"external output {blob!r} is not produced by any op", net=self.net_name, blob=blob)
-        blobs = ws.blobs
-        for blob in self.written:
-            if blob not in blobs and not ws.has(blob):
-                blobs[blob] = None
-
-
-def static_checks(net: caffe2_pb2.NetDef, graph: Graph) -> NetChecks:
-    declared = set(net.external_input)
-    produced: set[str] = set()
-    error = None
-    required: list[tuple[str, int, str]] = []
-    seen: set[str] = set()
-    for index, op in enumerate(net.op):
-        for blob in op.input:
-            if blob in produced:
-                continue
-            if declared and blob not in declared and error is None:
-                error = OpError(f"input blob {blob!r} is neither an external input of the net nor written by "
-                                f"an earlier op", net=net.name, index=index, op_type=op.type, blob=blob)
-            if blob not in seen:
-                seen.add(blob)
-                required.append((blob, index, op.type))
-        produced.update(op.output)
-    outs = [b for b in net.external_output if b not in produced and b not in declared]
-    written = list(dict.fromkeys(b for op in net.op for b in op.output))
-    return NetChecks(net.name, error, required, outs, written)

@@ -19,6 +19,7 @@ from netjit.compiler import strict
 from netjit.compiler.codegen import driver, numba_cpu
 from netjit.compiler.ir import Graph, Node, maybe_dump, verify
 from netjit.compiler.ops.common import ShapeDependsOnValues
+from netjit.compiler.ops.tensor_ops import DataDependentShape
 from netjit.compiler.ops.registry import TensorType, lookup
 from netjit.compiler.passes.buffers import BufferPlan, plan_buffers
 from netjit.compiler.passes.fuse import fuse
@@ -103,7 +104,7 @@ def inference_failure(graph: Graph, pos: int) -> strict.Fallback | None:
         return None
     try:
         opdef.infer(node.attrs, [TensorType(tuple(v.shape), v.dtype) for v in ins])
-    except ShapeDependsOnValues:
+    except (ShapeDependsOnValues, DataDependentShape):
         return None     # the rule's way to say "known once the op has run": a barrier by design
     except Exception as err:  # noqa: BLE001 - recorded; the op reports its own error when it runs
         return strict.Fallback("infer", node.index, node.op, strict.reason_of(err),

@@ -1,35 +1,23 @@
-"""The reference backend: a Plan that runs each op's numpy reference in NetDef order.
+"""The reference backend, and net construction shared with the compiled executor.
 
-This is the oracle the compiled backends are checked against, and the fallback for host ops.
-Construction follows Caffe2: every op is checked against its schema, every input must exist (in
-the workspace or as an earlier op's output), and outputs are created as empty blobs.
+``build_reference_plan`` makes a ``runtime.Plan`` that runs each op's numpy reference in NetDef
+order: the oracle the compiled backends are checked against. Construction follows Caffe2 for both
+executors: every op is checked against its schema (``check_op``, also used by IR import), every
+input must exist in the workspace or be an earlier op's output, and outputs are created as empty
+blobs (``NetChecks``, computed once per net; the compiled runner keeps it with its CompiledNet).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
-
-import numpy as np
 
 from netjit.compiler.ops.registry import OpDef, OpSchemaError, UnknownOpError, lookup
 from netjit.proto import caffe2_pb2
 from netjit.runtime.context import OpContext, op_rng
 from netjit.runtime.errors import MissingBlobError, OpError
 from netjit.runtime.executor import execute
-from netjit.runtime.plan import Plan, Step
+from netjit.runtime.plan import Plan, Step, as_blob_values, reference_call  # noqa: F401 - re-exported
 from netjit.runtime.workspace import Workspace
-
-
-def as_blob_values(out: Any) -> list[Any]:
-    """A reference's result as a list of blob values. numpy hands back scalars (np.float32) for
-    most operations on 0-d arrays; a blob holds a 0-d array instead, as Caffe2's tensors did."""
-    outs = list(out) if isinstance(out, (list, tuple)) else [out]
-    return [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
-
-
-def _call_reference(fn):
-    def run(ctx: OpContext, values: list[Any]) -> list[Any]:
-        return as_blob_values(fn(ctx, *values))
-    return run
 
 
 def effective_op(op: caffe2_pb2.OperatorDef, net_device: caffe2_pb2.DeviceOption | None) -> caffe2_pb2.OperatorDef:
@@ -61,37 +49,66 @@ def make_step(op: caffe2_pb2.OperatorDef, index: int, net_name: str, ws: Workspa
     ctx = OpContext(args=args, op=op, index=index, net_name=net_name, ws=ws,
                     rng=op_rng(op.device_option if op.HasField("device_option") else None))
     return Step(index=index, op_type=op.type, inputs=tuple(op.input), outputs=tuple(op.output),
-                fn=_call_reference(opdef.reference), ctx=ctx)
+                fn=reference_call(opdef.reference), ctx=ctx)
 
 
-def check_net_inputs(net: caffe2_pb2.NetDef, ws: Workspace) -> None:
+@dataclass
+class NetChecks:
+    """Caffe2's CreateNet checks for one net, precomputed so constructing a seen net stays cheap."""
+    net_name: str
+    static_error: OpError | None                # an input neither declared nor written earlier
+    required: list[tuple[str, int, str]]        # (blob read from the workspace, first reader index, type)
+    external_outputs: list[str]                 # declared outputs no op produces (must exist)
+    written: list[str]
+
+    def check(self, ws: Workspace) -> None:
+        """Raise the first construction error against ``ws``; else create the written blobs (empty)."""
+        if self.static_error is not None:
+            raise self.static_error
+        for blob, index, op_type in self.required:
+            if not ws.has(blob):
+                raise MissingBlobError(f"input blob {blob!r} does not exist in workspace {ws.name!r}",
+                                       net=self.net_name, index=index, op_type=op_type, blob=blob)
+        for blob in self.external_outputs:
+            if not ws.has(blob):
+                raise OpError(f"external output {blob!r} is not produced by any op", net=self.net_name, blob=blob)
+        blobs = ws.blobs
+        for blob in self.written:
+            if blob not in blobs and not ws.has(blob):
+                blobs[blob] = None
+
+
+def net_checks(net: caffe2_pb2.NetDef) -> NetChecks:
     """Caffe2's construction rule: each input exists in the workspace or is written by an earlier op;
     with a non-empty external_input list, it must be listed there or written earlier."""
-    name = net.name
     declared = set(net.external_input)
     produced: set[str] = set()
+    error = None
+    required: list[tuple[str, int, str]] = []
+    seen: set[str] = set()
     for index, op in enumerate(net.op):
         for blob in op.input:
             if blob in produced:
                 continue
-            if declared and blob not in declared:
-                raise OpError(f"input blob {blob!r} is neither an external input of the net nor written by "
-                              f"an earlier op", net=name, index=index, op_type=op.type, blob=blob)
-            if not ws.has(blob):
-                raise MissingBlobError(f"input blob {blob!r} does not exist in workspace {ws.name!r}",
-                                       net=name, index=index, op_type=op.type, blob=blob)
+            if declared and blob not in declared and error is None:
+                error = OpError(f"input blob {blob!r} is neither an external input of the net nor written by "
+                                f"an earlier op", net=net.name, index=index, op_type=op.type, blob=blob)
+            if blob not in seen:
+                seen.add(blob)
+                required.append((blob, index, op.type))
         produced.update(op.output)
-    for blob in net.external_output:
-        if blob not in produced and blob not in declared and not ws.has(blob):
-            raise OpError(f"external output {blob!r} is not produced by any op", net=name, blob=blob)
+    outs = [b for b in net.external_output if b not in produced and b not in declared]
+    written = list(dict.fromkeys(b for op in net.op for b in op.output))
+    return NetChecks(net.name, error, required, outs, written)
 
 
 def build_reference_plan(net: caffe2_pb2.NetDef, ws: Workspace, check_inputs: bool = True) -> Plan:
-    """Check and construct every op of ``net`` against ``ws``; create output blobs as empty."""
-    if check_inputs:
-        check_net_inputs(net, ws)
+    """Check and construct every op of ``net`` against ``ws`` (schemas first, then inputs, as the
+    compiled executor does); create output blobs as empty."""
     net_device = net.device_option if net.HasField("device_option") else None
     steps = [make_step(op, i, net.name, ws, net_device) for i, op in enumerate(net.op)]
+    if check_inputs:
+        net_checks(net).check(ws)
     for step in steps:
         for blob in step.outputs:
             ws.create_blob(blob)

@@ -1,25 +1,31 @@
-"""Runs a Plan against a workspace.
+"""Runs a Plan against a workspace, and locates failures at their op.
 
 Outputs are stored only after a step returns, so a failing step leaves every blob it had not
-finished writing as it was before the run (DESIGN.md, "Errors").
+finished writing as it was before the run (DESIGN.md, "Errors"). ``locate`` is the one place an
+exception raised inside an op becomes an ``OpError`` naming the net, op index, type and blob: the
+reference executor and the compiled drivers (compiler/execution.py) both use it.
+
+>>> str(locate(ZeroDivisionError("division by zero"), "n", 2, "Div", ("a", "b"), ("c",)))
+"net 'n' op #2 (Div): ZeroDivisionError: division by zero (inputs: 'a', 'b') [blob 'c']"
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from netjit.runtime.errors import MissingBlobError, NetJitError, OpError
 from netjit.runtime.plan import Plan, Step
 from netjit.runtime.workspace import Workspace
 
 
-def _located(err: Exception, plan: Plan, step: Step) -> OpError:
-    names = ", ".join(repr(n) for n in step.inputs) or "none"
+def locate(err: Exception, net_name: str, index: int, op_type: str, inputs: Sequence[str],
+           outputs: Sequence[str]) -> OpError:
+    """``err`` raised by op #index as an OpError naming it (an OpError is returned unchanged)."""
     if isinstance(err, OpError):
         return err
+    names = ", ".join(repr(n) for n in inputs) or "none"
     detail = f"{type(err).__name__}: {err}" if not isinstance(err, NetJitError) else str(err)
-    blob = step.outputs[0] if step.outputs else (step.inputs[0] if step.inputs else None)
-    return OpError(f"{detail} (inputs: {names})", net=plan.net_name, index=step.index,
-                   op_type=step.op_type, blob=blob)
+    blob = outputs[0] if outputs else (inputs[0] if inputs else None)
+    return OpError(f"{detail} (inputs: {names})", net=net_name, index=index, op_type=op_type, blob=blob)
 
 
 def gather_inputs(plan: Plan, step: Step, ws: Workspace) -> list[Any]:
@@ -41,7 +47,7 @@ def run_step(plan: Plan, step: Step, ws: Workspace) -> None:
     try:
         outs = step.fn(step.ctx, values)
     except Exception as err:  # every failure leaves the run located at its op
-        located = _located(err, plan, step)
+        located = locate(err, plan.net_name, step.index, step.op_type, step.inputs, step.outputs)
         if located is err:
             raise
         raise located from err
