@@ -23,6 +23,7 @@ DT = caffe2_pb2.TensorProto
 REQUIRED = {"Cast": [{"to": DT.FLOAT}, {"to": DT.INT32}, {"to": DT.DOUBLE}, {"to": DT.BOOL}]}
 SAMPLES = {"scale": 2.5, "alpha": 0.3, "min": -0.5, "max": 0.7, "exponent": 3.0}
 DTYPES = [np.float32, np.float64, np.int32]
+BOOL_ONLY = ("And", "Or", "Xor", "Not")   # logic ops take bool tensors only
 
 
 def compilable_ops() -> list[str]:
@@ -162,6 +163,8 @@ def _arg_sets(name: str) -> list[dict[str, Any]]:
 
 
 def _values(rng, shape, dtype):
+    if np.dtype(dtype).kind == "b":
+        return rng.random(shape) < 0.5
     if np.dtype(dtype).kind == "i":
         return rng.integers(-5, 6, size=shape).astype(dtype)
     return (rng.standard_normal(shape) * 3).astype(dtype)
@@ -172,7 +175,8 @@ def _elementwise_cases(name: str):
     lo, hi = opdef.schema.inputs
     counts = [lo] if name not in ("Sum", "Pow") else ([1, 3] if name == "Sum" else [1, 2])
     has_broadcast = opdef.schema.arg_spec("broadcast") is not None
-    for n_in, dtype, args in itertools.product(counts, DTYPES, _arg_sets(name)):
+    dtypes = [np.bool_] if name in BOOL_ONLY else DTYPES
+    for n_in, dtype, args in itertools.product(counts, dtypes, _arg_sets(name)):
         if name == "Pow" and n_in == 2:
             args = {}
         shapes = [[(3, 4)] * n_in, [(2, 3, 5)] * n_in]
