@@ -174,12 +174,18 @@ def topological_sort_traversal(g: dict[int, set[int]]) -> list[int]:
     return order
 
 
+def optimize_inference_fast(net: caffe2_pb2.NetDef, static_blobs: Iterable[str]) -> caffe2_pb2.NetDef:
+    """Caffe2's C++ fast path for inference nets: the net of ``optimize_interference`` here."""
+    return optimize_interference(net, static_blobs).net
+
+
 def optimize_interference(net: caffe2_pb2.NetDef, static_blobs: Iterable[str],
                           ordering_function: Callable = topological_sort_traversal,
                           blob_sizes: dict | None = None,
                           algo: AssignmentAlgorithm = AssignmentAlgorithm.GREEDY) -> Optimization:
     """Share names among every blob except ``static_blobs`` (inputs, outputs, parameters you keep)."""
     net = copy.deepcopy(_proto(net))
+    static_blobs = set(static_blobs) | blobs_in_subnets(net)
     order = ordering_function(compute_interference_graph(net.op))
     ops = [net.op[i] for i in order]
     del net.op[:]
@@ -193,9 +199,39 @@ def optimize_interference(net: caffe2_pb2.NetDef, static_blobs: Iterable[str],
 # --------------------------------------------------------------------------------------------
 # Caffe2's two entry points: gradients of a training net, activations of an inference net
 # --------------------------------------------------------------------------------------------
+def _subnets(op: caffe2_pb2.OperatorDef) -> list[caffe2_pb2.NetDef]:
+    nets = []
+    for a in op.arg:
+        if a.HasField("n"):
+            nets.append(a.n)
+        nets.extend(a.nets)
+        if a.name.endswith("step_net") and a.HasField("s"):   # RecurrentNetwork keeps its nets as text
+            from google.protobuf import text_format
+            try:
+                nets.append(text_format.Parse(a.s.decode("utf-8"), caffe2_pb2.NetDef()))
+            except (text_format.ParseError, UnicodeDecodeError):
+                pass
+    return nets
+
+
+def blobs_in_subnets(netproto: caffe2_pb2.NetDef) -> set[str]:
+    """Every blob named inside the nets that ops carry as arguments (If/While branches, Do bodies,
+    RecurrentNetwork step nets), recursively: renaming them outside would break those nets."""
+    found: set[str] = set()
+    stack = [sub for op in netproto.op for sub in _subnets(op)]
+    while stack:
+        sub = stack.pop()
+        found |= set(sub.external_input) | set(sub.external_output)
+        for op in sub.op:
+            found |= set(op.input) | set(op.output)
+            stack.extend(_subnets(op))
+    return found
+
+
 def _share(netproto: caffe2_pb2.NetDef, shareable: set[str], namescope: str, blob_sizes: dict | None,
            op_indices: Sequence[int] | None = None) -> caffe2_pb2.NetDef:
     ranges = compute_ranges(netproto.op, blob_sizes)
+    shareable = shareable - blobs_in_subnets(netproto)
     if op_indices is not None:
         # Blobs an op outside the given set touches keep their names (Caffe2 shared only within them).
         allowed = set(op_indices)

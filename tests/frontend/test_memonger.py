@@ -177,3 +177,20 @@ def test_free_op_record():
     assert out.shape == inferred.shape == (0,) and out.dtype == inferred.dtype == np.float32
     with pytest.raises(Exception, match="must be the same blob"):
         run_operator_once(make_op("Free", ["x"], ["y"]), ws)
+
+
+def test_blobs_used_inside_subnets_keep_their_names():
+    inner = core.Net("branch")
+    inner.Relu("a", "b_inner")
+    outer = core.Net("outer")
+    outer.Relu("x", "a")
+    outer.Sigmoid("a", "s")
+    outer.Tanh("s", "t")
+    outer.Relu("t", "u")
+    outer.Proto().op[-1].arg.add(name="then_net").n.CopyFrom(inner.Proto())   # a subnet that reads "a"
+    outer.Proto().external_output.append("u")
+    assert "a" in memonger.blobs_in_subnets(outer.Proto())
+    optim = memonger.optimize_inference_for_dag(outer, ["x"])
+    assert "a" in _blobs(optim)
+    fast = memonger.optimize_inference_fast(outer.Proto(), {"x", "u"})
+    assert "a" in _blobs(fast) and memonger.verify_graph_equality(outer.Proto(), fast)
