@@ -77,7 +77,8 @@ class _PlanRun:
 
     def runner(self, name: str, ws: Workspace, step: caffe2_pb2.ExecutionStep) -> Any:
         key = (id(ws), name)
-        if key not in self.created:
+        # (A child workspace of a create_workspace step may reuse a dead one's id: check its nets too.)
+        if key not in self.created or name not in ws.nets:
             if name in self.nets:
                 ws.nets[name] = make_runner(self.nets[name], ws)
             elif name not in ws.nets:
