@@ -5,7 +5,7 @@
 manifest lists the needed features under their /proc/cpuinfo names, which is what the loader reads.
 
 >>> required_flags("x86-64-v3")[:4]
-['avx', 'avx2', 'bmi1', 'bmi2']
+['abm', 'avx', 'avx2', 'bmi1']
 """
 from __future__ import annotations
 
