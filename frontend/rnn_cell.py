@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from netjit import brew, core, recurrent, workspace
+from netjit.attention import (AttentionType, apply_dot_attention, apply_recurrent_attention,
+                              apply_regular_attention)
 from netjit.initializers import Initializer
 from netjit.model_helper import ModelHelper
 from netjit.scope import NameScope
@@ -444,6 +446,121 @@ class MultiRNNCell(RNNCell):
                                "residual_output_sequence")
 
 
+class AttentionCell(RNNCell):
+    """A decoder cell with attention over encoder outputs: each step feeds the previous context to
+    the decoder cell, then computes a new context from the decoder's output (``attention.py``).
+    Its states are the decoder's (output renamed ``hidden_t_external``) plus the context."""
+
+    def __init__(self, encoder_output_dim: int, encoder_outputs: Any, encoder_lengths: Any, decoder_cell: RNNCell,
+                 decoder_state_dim: int, attention_type: int, weighted_encoder_outputs: Any,
+                 attention_memory_optimization: bool, **kwargs: Any):
+        super().__init__(**kwargs)
+        if attention_type not in (AttentionType.Regular, AttentionType.Recurrent, AttentionType.Dot):
+            raise ValueError(f"attention_type {attention_type}: netjit has Regular, Recurrent and Dot attention "
+                             f"(SoftCoverage needs ops it does not have)")
+        self.encoder_output_dim = encoder_output_dim
+        self.encoder_outputs = encoder_outputs
+        self.encoder_lengths = encoder_lengths
+        self.decoder_cell = decoder_cell
+        self.decoder_state_dim = decoder_state_dim
+        self.weighted_encoder_outputs = weighted_encoder_outputs
+        self.encoder_outputs_transposed = None
+        self.attention_type = attention_type
+        self.attention_memory_optimization = attention_memory_optimization
+
+    def _apply(self, model, input_t, seq_lengths, states, timestep, extra_inputs=None):
+        if extra_inputs is not None:
+            raise ValueError("AttentionCell takes no extra_inputs: the context is its own extra input")
+        decoder_prev_states, context_prev = states[:-1], states[-1]
+        decoder_states = self.decoder_cell._apply(model, input_t, seq_lengths, decoder_prev_states, timestep,
+                                                  extra_inputs=[(context_prev, self.encoder_output_dim)])
+        self.hidden_t_intermediate = self.decoder_cell._prepare_output(model, decoder_states)
+        common = dict(model=model, encoder_output_dim=self.encoder_output_dim,
+                      encoder_outputs_transposed=self.encoder_outputs_transposed,
+                      decoder_hidden_state_t=self.hidden_t_intermediate,
+                      decoder_hidden_state_dim=self.decoder_state_dim, scope=self.name,
+                      encoder_lengths=self.encoder_lengths)
+        if self.attention_type == AttentionType.Recurrent:
+            context, self.attention_weights_3d, blobs = apply_recurrent_attention(
+                weighted_encoder_outputs=self.weighted_encoder_outputs,
+                attention_weighted_encoder_context_t_prev=context_prev, **common)
+        elif self.attention_type == AttentionType.Regular:
+            context, self.attention_weights_3d, blobs = apply_regular_attention(
+                weighted_encoder_outputs=self.weighted_encoder_outputs, **common)
+        else:
+            context, self.attention_weights_3d, blobs = apply_dot_attention(**common)
+        if self.attention_memory_optimization:
+            self.recompute_blobs.extend(blobs)
+        output = list(decoder_states) + [context]
+        k = self.decoder_cell.get_output_state_index()
+        output[k] = model.net.Copy(output[k], self.scope("hidden_t_external"))
+        model.net.AddExternalOutputs(*output)
+        return output
+
+    def get_attention_weights(self) -> Any:
+        return self.attention_weights_3d          # [N, T_enc, 1]
+
+    def prepare_input(self, model, input_blob):
+        if self.encoder_outputs_transposed is None:
+            self.encoder_outputs_transposed = brew.transpose(model, self.encoder_outputs,
+                                                             self.scope("encoder_outputs_transposed"), axes=[1, 2, 0])
+        if self.weighted_encoder_outputs is None and self.attention_type != AttentionType.Dot:
+            self.weighted_encoder_outputs = brew.fc(model, self.encoder_outputs, self.scope("weighted_encoder_outputs"),
+                                                    dim_in=self.encoder_output_dim, dim_out=self.encoder_output_dim,
+                                                    axis=2)
+        return self.decoder_cell.prepare_input(model, input_blob)
+
+    def get_state_names(self):
+        names = list(self.decoder_cell.get_state_names())
+        names[self.get_output_state_index()] = self.scope("hidden_t_external")
+        return names + [self.scope("attention_weighted_encoder_context_t")]
+
+    def get_output_dim(self):
+        return self.decoder_state_dim + self.encoder_output_dim
+
+    def get_output_state_index(self):
+        return self.decoder_cell.get_output_state_index()
+
+    def _prepare_output(self, model, states):
+        with NameScope(self.name or ""):
+            return brew.concat(model, [self.hidden_t_intermediate, states[-1]], "states_and_context_combination",
+                               axis=2)
+
+    def _prepare_output_sequence(self, model, state_outputs):
+        decoder_output = self.decoder_cell._prepare_output_sequence(model, state_outputs[:-2])
+        context_index = 2 * (len(self.get_state_names()) - 1)
+        with NameScope(self.name or ""):
+            return brew.concat(model, [decoder_output, state_outputs[context_index]], "states_and_context_combination",
+                               axis=2)
+
+
+class LSTMWithAttentionCell(AttentionCell):
+    def __init__(self, encoder_output_dim, encoder_outputs, encoder_lengths, decoder_input_dim, decoder_state_dim,
+                 name, attention_type, weighted_encoder_outputs, forget_bias, lstm_memory_optimization,
+                 attention_memory_optimization, forward_only=False):
+        decoder_cell = LSTMCell(input_size=decoder_input_dim, hidden_size=decoder_state_dim, forget_bias=forget_bias,
+                                memory_optimization=lstm_memory_optimization, name=f"{name}/decoder",
+                                forward_only=False, drop_states=False)
+        super().__init__(encoder_output_dim=encoder_output_dim, encoder_outputs=encoder_outputs,
+                         encoder_lengths=encoder_lengths, decoder_cell=decoder_cell,
+                         decoder_state_dim=decoder_state_dim, name=name, attention_type=attention_type,
+                         weighted_encoder_outputs=weighted_encoder_outputs,
+                         attention_memory_optimization=attention_memory_optimization, forward_only=forward_only)
+
+
+class MILSTMWithAttentionCell(AttentionCell):
+    def __init__(self, encoder_output_dim, encoder_outputs, decoder_input_dim, decoder_state_dim, name,
+                 attention_type, weighted_encoder_outputs, forget_bias, lstm_memory_optimization,
+                 attention_memory_optimization, forward_only=False):
+        decoder_cell = MILSTMCell(input_size=decoder_input_dim, hidden_size=decoder_state_dim,
+                                  forget_bias=forget_bias, memory_optimization=lstm_memory_optimization,
+                                  name=f"{name}/decoder", forward_only=False, drop_states=False)
+        super().__init__(encoder_output_dim=encoder_output_dim, encoder_outputs=encoder_outputs,
+                         encoder_lengths=None, decoder_cell=decoder_cell, decoder_state_dim=decoder_state_dim,
+                         name=name, attention_type=attention_type, weighted_encoder_outputs=weighted_encoder_outputs,
+                         attention_memory_optimization=attention_memory_optimization, forward_only=forward_only)
+
+
 def _LSTM(cell_class: type, model: ModelHelper, input_blob: Any, seq_lengths: Any, initial_states: Any,
           dim_in: int, dim_out: int | Sequence[int], scope: str | None = None, outputs_with_grads: Sequence[int] = (0,),
           return_params: bool = False, memory_optimization: bool = False, forget_bias: float = 0.0,
@@ -479,6 +596,30 @@ BasicRNN = functools.partial(_LSTM, BasicRNNCell)
 MILSTM = functools.partial(_LSTM, MILSTMCell)
 
 
+def LSTMWithAttention(model: ModelHelper, decoder_inputs: Any, decoder_input_lengths: Any,
+                      initial_decoder_hidden_state: Any, initial_decoder_cell_state: Any,
+                      initial_attention_weighted_encoder_context: Any, encoder_output_dim: int, encoder_outputs: Any,
+                      encoder_lengths: Any, decoder_input_dim: int, decoder_state_dim: int, scope: str,
+                      attention_type: int = 0, outputs_with_grads: Sequence[int] = (0, 4),
+                      weighted_encoder_outputs: Any = None, lstm_memory_optimization: bool = False,
+                      attention_memory_optimization: bool = False, forget_bias: float = 0.0,
+                      forward_only: bool = False) -> tuple:
+    """An LSTM decoder over ``decoder_inputs`` [T, N, D] attending to ``encoder_outputs`` [T_enc, N, D_enc].
+    Returns the states (hidden_all, hidden_last, cell_all, cell_last, context_all, context_last)."""
+    cell = LSTMWithAttentionCell(encoder_output_dim=encoder_output_dim, encoder_outputs=encoder_outputs,
+                                 encoder_lengths=encoder_lengths, decoder_input_dim=decoder_input_dim,
+                                 decoder_state_dim=decoder_state_dim, name=scope, attention_type=attention_type,
+                                 weighted_encoder_outputs=weighted_encoder_outputs, forget_bias=forget_bias,
+                                 lstm_memory_optimization=lstm_memory_optimization,
+                                 attention_memory_optimization=attention_memory_optimization,
+                                 forward_only=forward_only)
+    initial_states = [initial_decoder_hidden_state, initial_decoder_cell_state,
+                      initial_attention_weighted_encoder_context]
+    _, result = cell.apply_over_sequence(model=model, inputs=decoder_inputs, seq_lengths=decoder_input_lengths,
+                                         initial_states=initial_states, outputs_with_grads=outputs_with_grads)
+    return result
+
+
 def GetLSTMParamNames() -> dict:
     return {"weights": ["input_gate_w", "forget_gate_w", "output_gate_w", "cell_w"],
             "biases": ["input_gate_b", "forget_gate_b", "output_gate_b", "cell_b"]}
@@ -497,4 +638,6 @@ def InitFromLSTMParams(lstm_pblobs: dict, param_values: dict) -> None:
 
 
 __all__ = ["RNNCell", "LSTMCell", "MILSTMCell", "BasicRNNCell", "DropoutCell", "MultiRNNCell", "LSTMInitializer",
-           "MultiRNNCellInitializer", "LSTM", "MILSTM", "BasicRNN", "GetLSTMParamNames", "InitFromLSTMParams"]
+           "MultiRNNCellInitializer", "AttentionCell", "LSTMWithAttentionCell", "MILSTMWithAttentionCell",
+           "AttentionType", "LSTM", "MILSTM", "BasicRNN", "LSTMWithAttention", "GetLSTMParamNames",
+           "InitFromLSTMParams"]
