@@ -5,7 +5,8 @@
   every substep (never before the first), and ends only the step that names it. A stop blob that does
   not exist yet, or holds nothing yet, reads as false.
 - ``only_once`` (with a stop blob) runs one iteration. ``create_workspace`` runs the step in a fresh
-  child workspace each time (it sees the parent's blobs; what it creates disappears with it).
+  child workspace each time: the parent's blobs are shared (read and written), blobs it creates
+  disappear with it.
 - Substeps with ``run_every_ms`` and a step's ``report_net`` are reporters: Caffe2 ran them on a
   timer thread. Here they run between iterations once their interval has passed, and once more after
   the step ends (Caffe2's guarantee).
@@ -24,7 +25,8 @@ True
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import MutableMapping
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -55,6 +57,49 @@ def as_plan(plan_or_step: Any) -> caffe2_pb2.PlanDef:
         return plan
     raise TypeError(f"RunPlan takes a PlanDef, a core.Plan, an ExecutionStep or a NetBuilder, got "
                     f"{type(plan_or_step).__name__}")
+
+
+class _SharedBlobs(MutableMapping):
+    """A child workspace's blobs as Caffe2 shares them: a name the parent holds is the parent's blob
+    (read and written there); any other name is created locally and dies with the child."""
+
+    def __init__(self, parent: Workspace):
+        self.parent = parent
+        self.local: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.local:
+            return self.local[name]
+        if self.parent.has(name):
+            return self.parent.get(name)
+        raise KeyError(name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self.local and self.parent.has(name):
+            self.parent.feed(name, value)
+        else:
+            self.local[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self.local[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.local or self.parent.has(name)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.local
+        yield from (n for n in self.parent.names() if n not in self.local)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def child_workspace(parent: Workspace, name: str) -> Workspace:
+    """A child workspace with Caffe2's sharing rule (what ``create_workspace`` steps and private
+    tasks run in): the parent's blobs are shared, new blobs stay in the child."""
+    ws = Workspace(f"{parent.name}/{name}", parent.root_folder)
+    ws.blobs = _SharedBlobs(parent)  # type: ignore[assignment]
+    return ws
 
 
 def _written_blobs(plan: caffe2_pb2.PlanDef) -> set[str]:
@@ -114,7 +159,7 @@ class _PlanRun:
             raise NetJitError(f"execution step {step.name!r} has both substeps and networks; a step has one "
                               f"or the other")
         if step.create_workspace:
-            ws = Workspace(f"{ws.name}/{step.name}", ws.root_folder, parent=ws)
+            ws = child_workspace(ws, step.name)
         limit = self.iterations(step)
         if step.should_stop_blob and not ws.has(step.should_stop_blob) \
                 and step.should_stop_blob not in self.written:

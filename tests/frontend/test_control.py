@@ -153,3 +153,13 @@ def test_report_net_runs_at_the_end_of_its_step(executor):
     step = core.execution_step("reported", body, num_iter=4, report_net=report, report_interval=3600)
     run(control.Do("rep", init, step))
     assert _count("rep") == 4.0 and float(workspace.FetchBlob("rep_seen")[0]) == 4.0
+
+
+def test_create_workspace_shares_the_parents_blobs(executor):
+    init, body = _counter_nets("cw")
+    scratch = core.Net("cw_scratch")
+    scratch.Scale("cw_count", "cw_tmp", scale=2.0)
+    scratch.Add(["cw_tmp", "cw_one"], "cw_count")   # an existing blob: written in the parent
+    run(core.execution_step("all", [core.execution_step("init", init),
+                                    core.execution_step("child", [body, scratch], create_workspace=True)]))
+    assert _count("cw") == 3.0 and not workspace.HasBlob("cw_tmp")
