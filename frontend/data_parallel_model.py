@@ -443,16 +443,19 @@ def _AllReduceBlobs(blob_names: list, devices: list, model: ModelHelper, net: co
         return
     context = CollectivesConcurrencyControl("allreduce", max_concurrent_distributed_ops, model.param_init_net,
                                             rendezvous)
-    for name in blob_names:
+    for k, name in enumerate(blob_names):
         group = list(model._device_grouped_blobs[name].values())
         if isinstance(group[0], core.GradientSlice):
             raise ValueError(f"gradient of {name!r} is sparse (a GradientSlice): data_parallel_model all-reduces "
                              f"dense gradients only (as Caffe2 did on CPU); make the gradient dense")
         # One Allreduce sums the local copies and the shards and writes the sum back into every copy.
+        # All but the last only start theirs (netjit_async): the last waits for the whole group, so a
+        # step meets the other ranks once, not once per gradient.
+        extra = {"netjit_async": 1} if k < len(blob_names) - 1 else {}
         with core.DeviceScope(core.DeviceOption(model._device_type, devices[0])):
             cw, control_input = context.get_control_and_context(group[0])
             net.Allreduce(inputs=[cw] + group, outputs=group, name=name, engine=rendezvous["engine"],
-                          control_input=control_input)
+                          control_input=control_input, **extra)
 
 
 def _SyncAllParams(devices: list, model: ModelHelper, init_net: core.Net | None, net: core.Net,

@@ -78,22 +78,46 @@ def _tensors(ctx: Any, xs: tuple[Any, ...], reducible: bool = True) -> list[np.n
     return out
 
 
-def _run(ctx: Any, cw: CommonWorld, what: str, call: Callable[[], Any]) -> Any:
+def _run(ctx: Any, cw: CommonWorld, what: str, call: Callable[[], Any], arm: bool | None = None) -> Any:
     """Run one MPI call under the watchdog; turn MPI errors into OpErrors that name lost ranks."""
     mpi = mpi_world.load_mpi()
-    # The first run of an op also waits for peers that are still JIT-compiling the net before it:
-    # only later runs are held to the common world's timeout.
-    runs = ctx.state.get("runs", 0)
-    ctx.state["runs"] = runs + 1
-    if runs:
+    if arm is None:
+        # The first run of an op also waits for peers that are still JIT-compiling the net before
+        # it: only later runs are held to the common world's timeout.
+        arm = _ran_before(ctx)
+    if arm:
         mpi_world.WATCHDOG.arm(cw.timeout_s, f"{ctx.op.type} in net {ctx.net_name!r} op #{ctx.index} ({what})")
     try:
         return call()
     except mpi.Exception as err:
         raise ctx.error(mpi_world.failure_message(cw, err), blob=ctx.input_name(0)) from None
     finally:
-        if runs:
+        if arm:
             mpi_world.WATCHDOG.disarm()
+
+
+def _ran_before(ctx: Any) -> bool:
+    runs = ctx.state.get("runs", 0)
+    ctx.state["runs"] = runs + 1
+    return runs > 0
+
+
+# Allreduces started with netjit_async=1 and not finished yet: (request, finish, ctx, world, ran
+# before). The next collective of any kind completes them first, so their sums are in place.
+_PENDING: list[tuple[Any, Callable[[], None], Any, CommonWorld, bool]] = []
+
+
+def _complete_pending() -> None:
+    if not _PENDING:
+        return
+    pending = list(_PENDING)
+    _PENDING.clear()
+    mpi = mpi_world.load_mpi()
+    ctx, cw = pending[-1][2], pending[-1][3]
+    _run(ctx, cw, f"completing {len(pending)} started Allreduce(s)",
+         lambda: mpi.Request.Waitall([p[0] for p in pending]), arm=all(p[4] for p in pending))
+    for p in pending:
+        p[1]()
 
 
 def _blob_list(ctx: Any) -> str:
@@ -175,6 +199,7 @@ def clone_common_world(ctx, existing):
 def destroy_common_world(ctx, cw):
     """Free the world's communicator; an empty blob or an already destroyed world is left as it is."""
     if isinstance(cw, CommonWorld):
+        _complete_pending()
         mpi_world.destroy_world(cw)
     return cw
 
@@ -195,9 +220,13 @@ def _enforce_shifted_inplace(ctx: Any) -> None:
 
 
 @defop("Allreduce", inputs=(2, INF), outputs=(1, INF), inplace="all", check_counts=_inplace_counts,
-       category=HOST, no_gradient_reason=_NO_GRAD)
+       category=HOST, no_gradient_reason=_NO_GRAD, args=[arg("netjit_async", "bool", False)])
 def allreduce(ctx, cw, *xs):
-    """Sum over the inputs and the ranks, written into every input (in place)."""
+    """Sum over the inputs and the ranks, written into every input (in place).
+
+    ``netjit_async=1`` (netjit's own argument; data_parallel_model sets it on all but the last of a
+    run of gradient Allreduces) only starts the reduction: the next collective op completes it, so
+    a group of Allreduces waits for the other ranks once instead of once per tensor."""
     _note_engine(ctx)
     _enforce_shifted_inplace(ctx)
     cw = _world(ctx, cw)
@@ -205,11 +234,21 @@ def allreduce(ctx, cw, *xs):
     head = ts[0]
     for t in ts[1:]:
         np.add(head, t.reshape(head.shape), out=head)
+
+    def finish() -> None:
+        for t in ts[1:]:
+            t.reshape(head.shape)[...] = head
     mpi = mpi_world.load_mpi()
+    if cw.size > 1 and ctx.args.netjit_async:
+        ran = _ran_before(ctx)
+        request = _run(ctx, cw, _blob_list(ctx), lambda: cw.comm.Iallreduce(mpi.IN_PLACE, head, op=mpi.SUM),
+                       arm=False)
+        _PENDING.append((request, finish, ctx, cw, ran))
+        return tuple(ts)
+    _complete_pending()
     if cw.size > 1:
         _run(ctx, cw, _blob_list(ctx), lambda: cw.comm.Allreduce(mpi.IN_PLACE, head, op=mpi.SUM))
-    for t in ts[1:]:
-        t.reshape(head.shape)[...] = head
+    finish()
     return tuple(ts)
 
 
@@ -223,6 +262,7 @@ def broadcast(ctx, cw, *xs):
     root = ctx.args.root
     if not 0 <= root < cw.size:
         raise ctx.error(f"root={root} is not a rank of common world {cw.name!r} ({cw.size} ranks)")
+    _complete_pending()
     ts = _tensors(ctx, xs, reducible=False)
     head = ts[0]
     if cw.size > 1:
@@ -238,6 +278,7 @@ def allgather(ctx, cw, *xs):
     ``size * len(inputs) * numel`` elements (Caffe2's layout)."""
     _note_engine(ctx)
     cw = _world(ctx, cw)
+    _complete_pending()
     ts = _tensors(ctx, xs, reducible=False)
     send = ts[0].reshape(-1) if len(ts) == 1 else np.concatenate([t.reshape(-1) for t in ts])
     out = np.empty(cw.size * send.size, send.dtype)
@@ -256,6 +297,7 @@ def reduce_scatter(ctx, cw, *rest):
     _note_engine(ctx)
     _enforce_shifted_inplace(ctx)
     cw = _world(ctx, cw)
+    _complete_pending()
     counts_in = rest[-1]
     ts = _tensors(ctx, rest[:-1])
     counts = np.asarray(counts_in).reshape(-1)
@@ -286,6 +328,7 @@ def barrier(ctx, cw):
     """Wait until every rank of the world reaches its Barrier."""
     _note_engine(ctx)
     cw = _world(ctx, cw)
+    _complete_pending()
     if cw.size > 1:
         _run(ctx, cw, "barrier", cw.comm.Barrier)
     return ()

@@ -74,6 +74,20 @@ def main() -> int:
             assert got.dtype == np.dtype(dt)
             np.testing.assert_allclose(got, want, rtol=1e-12)
 
+    # netjit_async=1 only starts a reduction; the next collective (Allreduce or Barrier) completes it.
+    for i in range(3):
+        workspace.FeedBlob(f"s{i}", fed(rank, (1000,), np.float32, 10 + i))
+    net = core.Net("async_group")
+    net.Allreduce(["cw", "s0"], ["s0"], engine="MPI", netjit_async=1)
+    net.Allreduce(["cw2", "s1"], ["s1"], engine="MPI", netjit_async=1)
+    net.Allreduce(["cw", "s2"], ["s2"], engine="MPI")
+    net.Allreduce(["cw", "s0"], ["s0"], engine="MPI", netjit_async=1)
+    net.Barrier(["cw"], [], engine="MPI")
+    run(net)
+    for i, times in ((0, 2), (1, 1), (2, 1)):
+        want = sum(fed(r, (1000,), np.float32, 10 + i).astype(np.float64) for r in ranks) * (size if times == 2 else 1)
+        np.testing.assert_allclose(workspace.FetchBlob(f"s{i}"), want, rtol=1e-5)
+
     # Broadcast from root 1: root's first input everywhere.
     workspace.FeedBlob("p", fed(rank, (2, 3), np.float32, 3))
     workspace.FeedBlob("q", fed(rank, (2, 3), np.float32, 4))
