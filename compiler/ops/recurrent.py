@@ -61,8 +61,9 @@ def _scratch(ctx) -> StepWorkspaces:
     return held if isinstance(held, StepWorkspaces) else StepWorkspaces()
 
 
-def _forward_setup(ctx) -> tuple[Any, str, list, list]:
-    """The prepared step net and forward links, parsed once per op instance."""
+def _forward_setup(ctx) -> tuple[Any, str, list, list, bool]:
+    """The prepared step net, its key, the forward links, the aliases and whether a backward step
+    net exists, decoded once per op instance."""
     cached = ctx.state.get("forward")
     if cached is None:
         net = net_argument(ctx.args, "step_net")
@@ -73,7 +74,9 @@ def _forward_setup(ctx) -> tuple[Any, str, list, list]:
         if not len(ctx.args.alias_src) == len(ctx.args.alias_dst) == len(ctx.args.alias_offset):
             raise ctx.error("alias_src, alias_dst and alias_offset must have one entry per alias")
         prepared = prepare_step_net(net, ctx.args.timestep, links)
-        cached = ctx.state["forward"] = (prepared, "forward:" + net_key(prepared), links, aliases)
+        # Without a backward pass two workspaces in turn suffice (Caffe2 does the same).
+        has_backward = net_argument(ctx.args, "backward_step_net") is not None
+        cached = ctx.state["forward"] = (prepared, "forward:" + net_key(prepared), links, aliases, has_backward)
     return cached
 
 
@@ -113,7 +116,7 @@ def _recurrent_gradient(g: GradientContext) -> tuple[list, list]:
 def recurrent_network(ctx, *inputs):
     """Run ``step_net`` for t = 0..T-1 (T = inputs[0].shape[0]) in per-step workspaces; outputs are
     views of the recurrent states blobs as ``alias_*`` say, then the step workspaces."""
-    step_net, key, links, aliases = _forward_setup(ctx)
+    step_net, key, links, aliases, has_backward = _forward_setup(ctx)
     x = np.asarray(inputs[0])
     if x.ndim < 2:
         raise ctx.error(f"the input sequence must be [T, N, ...], got {list(x.shape)}", blob=ctx.input_name(0))
@@ -129,8 +132,6 @@ def recurrent_network(ctx, *inputs):
             raise ctx.error(str(err), blob=state) from None
     externals = _externals(ctx, known, links)
     scratch = _scratch(ctx)
-    # Without a backward pass two workspaces in turn suffice (Caffe2 does the same).
-    has_backward = net_argument(ctx.args, "backward_step_net") is not None
     executor = _executor()
     label = ctx.output_name(ctx.num_outputs - 1)
     for t in range(seq_len):
