@@ -1,12 +1,19 @@
 """A training net with Allreduce ops still fuses and plans buffers around them (one process: MPI's
-singleton world of size 1, where Allreduce leaves the gradient as it is)."""
+singleton world of size 1, where Allreduce leaves the gradient as it is). The check runs in a child
+process, so the test session itself never initialises MPI."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import netjit
 from caffe2.python import brew, core, model_helper, workspace
+
+from tests.mpi.launch import REPO
 
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install netjit[mpi])")
 
@@ -30,14 +37,21 @@ def _train_net():
     return m, first_allreduce
 
 
-def test_segments_around_allreduce_fuse_and_match_reference(monkeypatch):
+def test_segments_around_allreduce_fuse_and_match_reference():
+    code = "from tests.mpi.test_compiled_with_allreduce import check; check()"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=str(REPO))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "compiled == reference" in proc.stdout
+
+
+def check() -> None:
     m, first = _train_net()
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 8)).astype(np.float32)
     label = np.array([0, 1, 2, 3], np.int32)
     results = {}
     for executor in ("reference", "compiled"):
-        monkeypatch.setenv("NETJIT_EXECUTOR", executor)
+        os.environ["NETJIT_EXECUTOR"] = executor
         ws = workspace.CurrentWorkspace()
         workspace.SwitchWorkspace(f"ws_{executor}", True)
         for i, op in enumerate(m.param_init_net.Proto().op):
@@ -64,3 +78,4 @@ def test_segments_around_allreduce_fuse_and_match_reference(monkeypatch):
     assert "buffers: arena" in explained
     for name, ref in results["reference"].items():
         np.testing.assert_allclose(results["compiled"][name], ref, rtol=1e-5, atol=1e-6)
+    print("compiled == reference")
