@@ -222,7 +222,10 @@ def AllowPickledPythonOps(allow: bool = True) -> bool:
 
 
 def RunOperatorOnce(operator: caffe2_pb2.OperatorDef) -> bool:
-    _admit(caffe2_pb2.NetDef(name="RunOperatorOnce", op=[operator]))
+    from netjit.proto.io import check_op_names
+    check_op_names(operator, 0, "RunOperatorOnce")
+    if operator.type in ("Python", "PythonGradient") or any(a.HasField("n") or len(a.nets) for a in operator.arg):
+        _admit(caffe2_pb2.NetDef(name="RunOperatorOnce", op=[operator]))
     run_operator_once(operator, _ws())
     return True
 

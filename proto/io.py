@@ -263,18 +263,29 @@ def check_net_names(net: caffe2_pb2.NetDef) -> None:
             if isinstance(blob, bytes):
                 raise bad(f"{what} blob name", blob)
     for index, op in enumerate(net.op):
-        for what in ("type", "name", "engine"):
-            if isinstance(getattr(op, what), bytes):
-                raise bad(f"the op's {what}", getattr(op, what), index, op.type)
-        for what in ("input", "output", "control_input"):
-            for blob in getattr(op, what):
-                if isinstance(blob, bytes):
-                    raise bad(f"{what} blob name", blob, index, op.type)
-        for argument in op.arg:
-            if isinstance(argument.name, bytes):
-                raise bad("argument name", argument.name, index, op.type)
-            for sub in ([argument.n] if argument.HasField("n") else []) + list(argument.nets):
-                check_net_names(sub)
+        check_op_names(op, index, name)
+
+
+def check_op_names(op: caffe2_pb2.OperatorDef, index: int | None = None, net_name: str | None = None) -> None:
+    """:func:`check_net_names` for one OperatorDef (``RunOperatorOnce``)."""
+    def bad(what: str, value: Any) -> BadNameError:
+        return BadNameError(f"{what} {value!r} is not valid UTF-8 text", net=net_name, index=index,
+                            op_type=_shown(op.type))
+
+    for what in ("type", "name", "engine"):
+        if isinstance(getattr(op, what), bytes):
+            raise bad(f"the op's {what}", getattr(op, what))
+    for what in ("input", "output", "control_input"):
+        for blob in getattr(op, what):
+            if isinstance(blob, bytes):
+                raise bad(f"{what} blob name", blob)
+    for argument in op.arg:
+        if isinstance(argument.name, bytes):
+            raise bad("argument name", argument.name)
+        if argument.HasField("n"):
+            check_net_names(argument.n)
+        for sub in argument.nets:
+            check_net_names(sub)
 
 
 def parse_net_bytes(data: bytes | str, source: str = "<bytes>") -> caffe2_pb2.NetDef:
