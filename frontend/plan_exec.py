@@ -161,13 +161,14 @@ class _PlanRun:
         if step.create_workspace:
             ws = child_workspace(ws, step.name)
         limit = self.iterations(step)
-        if step.should_stop_blob and not ws.has(step.should_stop_blob) \
-                and step.should_stop_blob not in self.written:
-            raise NetJitError(f"execution step {step.name!r}: should_stop_blob {step.should_stop_blob!r} does "
-                              f"not exist and no net of plan {self.plan.name!r} writes it")
         recurring = [s for s in step.substep if not s.HasField("run_every_ms")]
         reporters = [[s, time.monotonic()] for s in step.substep if s.HasField("run_every_ms")]
         nets = [self.runner(n, ws, step) for n in step.network]
+        stop = step.should_stop_blob
+        if stop and not ws.has(stop) and stop not in self.written \
+                and not any(stop in op.output for r in nets for op in getattr(getattr(r, "net", None), "op", ())):
+            raise NetJitError(f"execution step {step.name!r}: should_stop_blob {stop!r} does not exist and no "
+                              f"net of plan {self.plan.name!r} writes it")
         report = self.runner(step.report_net, ws, step) if step.report_net else None
         last_report = time.monotonic()
         copies = max(1, step.num_concurrent_instances) if step.HasField("num_concurrent_instances") else 1
