@@ -250,8 +250,46 @@ class Operations:
         self.net().AddAttribute(TASK_INSTANCE_SETUP, setup)
         return setup
 
+    def local_init(self) -> "_SetupBuilder":
+        """Ops run once per node before any task of the TaskGroup starts there."""
+        setup = _SetupBuilder(_SetupBuilder.INIT)
+        self.net().AddAttribute(LOCAL_SETUP, setup)
+        return setup
+
+    def local_exit(self, name: str | None = None) -> "_SetupBuilder":
+        """Ops run once per node after every task of the TaskGroup finished there."""
+        setup = _SetupBuilder(_SetupBuilder.EXIT, name)
+        self.net().AddAttribute(LOCAL_SETUP, setup)
+        return setup
+
+    def task_reporter(self, interval_ms: int = 1000, name: str | None = None) -> "_ReporterBuilder":
+        """Ops run every ``interval_ms`` while the task runs, and once after it finishes."""
+        return _ReporterBuilder(interval_ms, net=self.net(), name=name)
+
+    def local_reporter(self, interval_ms: int = 1000, name: str | None = None) -> "_ReporterBuilder":
+        """Like task_reporter, for as long as any task of the current TaskGroup runs."""
+        return _ReporterBuilder(interval_ms, name=name)
+
 
 ops = Operations()
+
+
+class _ReporterBuilder(NetBuilder):
+    def __init__(self, interval_ms: int, net: Any = None, name: str | None = None):
+        NetBuilder.__init__(self, name)
+        self._net = net
+        self.interval_ms = interval_ms
+
+    def __exit__(self, etype: Any, *args: Any) -> None:
+        if etype is None:
+            step = core.to_execution_step(self)
+            step.RunEveryMillis(self.interval_ms)
+            if self._net is not None:
+                self._net.AddAttribute(REPORT_STEP, step)
+            else:
+                from netjit.task import TaskGroup
+                TaskGroup.current().report_step(step, interval_ms=self.interval_ms)
+        NetBuilder.__exit__(self, etype, *args)
 
 
 class _SetupBuilder(NetBuilder):

@@ -99,3 +99,23 @@ def test_session_runs_nets_and_steps_and_checks_use():
         task.add_output("sess_y")
     with pytest.raises(AssertionError, match="Session first"):
         Task(step=net, outputs=["sess_y"]).outputs()[0].fetch()
+
+
+def test_reporters_and_local_setup_in_a_task_group(executor):
+    # GLOBAL: the node's exit step reads the task's blobs (a PRIVATE task's would be gone by then).
+    with TaskGroup(workspace_type=WorkspaceType.GLOBAL) as group:
+        with Task():
+            with ops.local_init():
+                ops.Const(100, blob_out="lr_base")
+            count = ops.Const(0)
+            with ops.loop(3):
+                ops.Add([count, ops.Const(1)], [count])
+            with ops.task_reporter(interval_ms=10 ** 6):
+                ops.Copy(count, "lr_seen_by_reporter")
+            with ops.local_exit():
+                ops.Add(["lr_base", count], "lr_total")
+            seen = final_output("lr_seen_by_reporter")
+            total = final_output("lr_total")
+    LocalSession().run(group)
+    # The reporter ran once after the body; the node's exit step after the task.
+    assert int(seen.fetch()) == 3 and int(total.fetch()) == 103
