@@ -2,8 +2,8 @@
 
 Each ``apply_*_attention`` adds, to a step net, the ops that turn the decoder's hidden state
 ``[1, N, D_dec]`` and the encoder's outputs into a context vector ``[1, N, D_enc]``:
-logits over the encoder steps, a softmax over them (masked past ``encoder_lengths`` when given,
-which needs a ``SequenceMask`` op), and the weighted sum of the encoder outputs. Encoder outputs
+logits over the encoder steps, a softmax over them (``SequenceMask`` hides the steps past each
+row's ``encoder_lengths`` when given), and the weighted sum of the encoder outputs. Encoder outputs
 come transposed, ``[N, D_enc, T_enc]``; ``weighted_encoder_outputs`` is their projection
 ``[T_enc, N, D_enc]``. Each returns (context, attention weights [N, T_enc, 1], blobs to recompute).
 

@@ -13,10 +13,10 @@ from tests.ops.test_recurrent_ops import lstm_rows
 T, N, DIN, H, TE, DE = 3, 2, 4, 5, 4, 6
 
 
-def build(attention_type: int, dtype=np.float32, seed: int = 0):
+def build(attention_type: int, dtype=np.float32, seed: int = 0, masked: bool = False):
     model = model_helper.ModelHelper(name=f"att{attention_type}")
-    res = rnn_cell.LSTMWithAttention(model, "dec_in", "dec_len", "h0", "c0", "ctx0", DE, "enc_out", None, DIN, H,
-                                     scope="A", attention_type=attention_type)
+    res = rnn_cell.LSTMWithAttention(model, "dec_in", "dec_len", "h0", "c0", "ctx0", DE, "enc_out",
+                                     "enc_len" if masked else None, DIN, H, scope="A", attention_type=attention_type)
     cat, _ = model.net.Concat([res[0], res[4]], ["cat", "cat_dims"], axis=2)
     model.net.AddExternalInput("d_cat")
     model.AddGradientOperators({cat: "d_cat"})
@@ -33,6 +33,8 @@ def build(attention_type: int, dtype=np.float32, seed: int = 0):
         feeds["A/attention_logits_b"] = workspace.FetchBlob("A/attention_logits_b")
     feeds = {k: np.asarray(v, dtype) for k, v in feeds.items()}
     feeds["dec_len"] = np.array([3, 2], np.int32)
+    if masked:
+        feeds["enc_len"] = np.array([TE, 2], np.int32)
     return model, res, feeds
 
 
@@ -63,6 +65,8 @@ def numpy_decoder(attention_type, feeds):
             if attention_type == AttentionType.Recurrent:
                 summed = summed + fc(ctx, "A/weighted_prev_attention_context", feeds)[0]
             logits = fc(np.tanh(summed), "A/attention_logits", feeds).transpose(1, 0, 2)
+        if "enc_len" in feeds:      # encoder steps past each row's length get no attention
+            logits = np.where(np.arange(TE)[None, :, None] >= feeds["enc_len"][:, None, None], -np.inf, logits)
         weights = softmax_axis1(logits)
         ctx = (enc_t @ weights).reshape(1, N, DE)
         hs.append(h[0])
@@ -76,10 +80,11 @@ def run(net, feeds):
     workspace.RunNetOnce(net)
 
 
-@pytest.mark.parametrize("attention_type", [AttentionType.Regular, AttentionType.Recurrent, AttentionType.Dot])
-def test_attention_decoder_forward_and_executors_agree(attention_type, monkeypatch):
+@pytest.mark.parametrize("attention_type,masked", [(AttentionType.Regular, False), (AttentionType.Recurrent, False),
+                                                   (AttentionType.Dot, False), (AttentionType.Regular, True)])
+def test_attention_decoder_forward_and_executors_agree(attention_type, masked, monkeypatch):
     monkeypatch.setenv("NETJIT_EXECUTOR", "reference")
-    model, res, feeds = build(attention_type)
+    model, res, feeds = build(attention_type, masked=masked)
     run(model.net, feeds)
     want_h, want_ctx = numpy_decoder(attention_type, feeds)
     np.testing.assert_allclose(workspace.FetchBlob(res[0]), want_h, rtol=1e-4, atol=1e-5)
