@@ -9,6 +9,8 @@ array([0., 2.], dtype=float32)
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -201,13 +203,24 @@ def _net_proto(net: Any) -> caffe2_pb2.NetDef:
     return as_net_def(net)
 
 
+# Digests of nets already admitted that hold no Python op (their verdict cannot change), so that
+# RunNetOnce in a loop pays one serialization and hash instead of walking every op each time.
+_ADMITTED: "OrderedDict[bytes, None]" = OrderedDict()
+
+
 def _admit(net: caffe2_pb2.NetDef) -> None:
     """What every entry point checks before constructing a net: names are text, and no code from a
     file runs without consent (Python ops with pickled builders)."""
     from netjit.compiler.ops.python_op import check_consent
     from netjit.proto.io import check_net_names
+    key = hashlib.blake2b(net.SerializeToString(), digest_size=16).digest()
+    if key in _ADMITTED:
+        return
     check_net_names(net)
-    check_consent(net, _ws())
+    if not check_consent(net, _ws()):
+        _ADMITTED[key] = None
+        if len(_ADMITTED) > 256:
+            _ADMITTED.popitem(last=False)
 
 
 def AllowPickledPythonOps(allow: bool = True) -> bool:

@@ -115,18 +115,21 @@ def _opt_in_hint() -> str:
             f"allow_pickled_code=True) or {_ENV_SWITCH}=1 (only for files you trust)")
 
 
-def check_consent(net: Any, ws: Any = None, allow: bool = False) -> None:
+def check_consent(net: Any, ws: Any = None, allow: bool = False) -> bool:
     """Refuse a NetDef holding Python ops whose code would come from the file itself (a pickled
     builder this process did not make) unless the user opted in; refuse ops naming a token no
     function is registered under. Raises :class:`PickledCodeError` / :class:`OpError` naming the
     net, op index and type. Nets nested in arguments (If/While bodies, step nets) are checked too.
-    Reads the arguments only: nothing is unpickled here."""
+    Reads the arguments only: nothing is unpickled here. Returns whether the net holds Python ops
+    (whose verdict depends on what is registered and allowed at the time)."""
+    found = False
     for index, op in enumerate(net.op):
         for argument in op.arg:
             for sub in ([argument.n] if argument.HasField("n") else []) + list(argument.nets):
-                check_consent(sub, ws, allow)
+                found = check_consent(sub, ws, allow) or found
         if op.type not in ("Python", "PythonGradient"):
             continue
+        found = True
         for name in _PICKLED_ARGS:
             payload = _arg_payload(op, name)
             if payload and _digest(payload) not in _TRUSTED and not (allow or pickled_code_allowed(ws)):
@@ -142,6 +145,7 @@ def check_consent(net: Any, ws: Any = None, allow: bool = False) -> None:
                 raise OpError(f"no Python {what} is registered under token {token!r} in this process; a net "
                               f"saved with Python ops needs the same functions registered (net.Python(f)) "
                               f"before it is created", net=net.name, index=index, op_type=op.type)
+    return found
 
 
 def _func_name(f: Any) -> str:
