@@ -63,12 +63,39 @@ def _net_file(net: Any, folder: Path, label: str) -> str:
     return str(path)
 
 
+# Caffe2's TensorProto.DataType codes, as the model zoo's value_info.json writes them.
+_ELEM_TYPES = {1: "float32", 2: "int32", 5: "bool", 6: "uint8", 7: "int8", 10: "int64", 13: "float64"}
+
+
+def _value_info(predict_net: Any) -> dict[str, tuple[list[int], str]]:
+    """Input shapes a predict net file's folder states (the model zoo's ``value_info.json``:
+    ``{blob: [elem_type, shape]}``), used where ``inputs`` does not give them."""
+    if not isinstance(predict_net, (str, os.PathLike)):
+        return {}
+    path = Path(predict_net).parent / "value_info.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for blob, entry in info.items() if isinstance(info, dict) else ():
+        try:
+            elem, shape = entry
+            found[blob] = ([int(d) for d in shape], _ELEM_TYPES[int(elem)])
+        except (TypeError, ValueError, KeyError):
+            continue
+    return found
+
+
 def build_bundle(init_net: Any, predict_net: Any, inputs: Mapping[str, Any], name: str,
                  out: str | os.PathLike, target: str = "native", progress: bool = True,
                  timeout: float | None = None) -> dict[str, Any]:
     """Build the bundle ``out/`` (NAME.so, NAME.h, NAME.weights.bin, bundle.json) from an init
-    and a predict net (paths to ``.pb``/``.pbtxt`` files, NetDefs or ``core.Net``s). ``inputs``:
-    blob -> shape, or (shape, dtype) (default float32). Returns the manifest; raises
+    and a predict net (paths to ``.pb``/``.pbtxt`` files, NetDefs or ``core.Net``s; the init net
+    may also be a dict of parameter arrays, blob -> array). ``inputs``:
+    blob -> shape, or (shape, dtype) (default float32); inputs it omits come from a
+    ``value_info.json`` beside the predict net file where there is one (the model zoo's). Returns
+    the manifest; raises
     :class:`AotError` for a net that cannot be bundled (nothing is written then).
 
     >>> # build_bundle(init, predict, {"data": (1, 3, 224, 224)}, "resnet50", "build/resnet50")
@@ -85,9 +112,18 @@ def build_bundle(init_net: Any, predict_net: Any, inputs: Mapping[str, Any], nam
         if isinstance(shape, str):
             shape = parse_shape(shape)
         norm[blob] = ([int(d) for d in shape], str(dtype if isinstance(dtype, str) else getattr(dtype, "__name__", dtype)))
+    for blob, spec in _value_info(predict_net).items():
+        norm.setdefault(blob, spec)
     with tempfile.TemporaryDirectory(prefix="netjit-aot-") as tmp:
         folder = Path(tmp)
-        request = {"init_net": _net_file(init_net, folder, "init_net"),
+        if isinstance(init_net, Mapping):
+            # Parameters given as arrays: saved once for the child (no init net to run).
+            import numpy as np
+            np.savez(folder / "params.npz", **{f"p{k}": np.asarray(v) for k, v in enumerate(init_net.values())})
+            init_file, names = str(folder / "params.npz"), list(init_net)
+        else:
+            init_file, names = _net_file(init_net, folder, "init_net"), None
+        request = {"init_net": init_file, "param_names": names,
                    "predict_net": _net_file(predict_net, folder, "predict_net"),
                    "inputs": norm, "name": name, "out": str(Path(out).resolve()), "target": target,
                    "progress": progress, "result": str(folder / "result.json")}

@@ -86,7 +86,7 @@ def manifest(plan: AotPlan, target: str, blas: str | None, seconds: float) -> di
     }
 
 
-def build(init_net: caffe2_pb2.NetDef, predict_net: caffe2_pb2.NetDef,
+def build(init_net: caffe2_pb2.NetDef | Mapping[str, np.ndarray], predict_net: caffe2_pb2.NetDef,
           inputs: Mapping[str, tuple[tuple[int, ...], str]], name: str, out_dir: str | os.PathLike,
           target: str = "native", progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Build the bundle in this process (numba must already be set up for it); returns the manifest."""
@@ -94,9 +94,12 @@ def build(init_net: caffe2_pb2.NetDef, predict_net: caffe2_pb2.NetDef,
     t0 = time.perf_counter()
     check_name(name)
     cpu_name, features = cpus.llvm_target(target)
-    params = load_params(init_net)
+    if isinstance(init_net, Mapping):
+        params, init_proto = dict(init_net), None
+    else:
+        params, init_proto = load_params(init_net), init_net
     plan = make_plan(predict_net, params, {b: (tuple(s), np.dtype(d)) for b, (s, d) in inputs.items()}, name,
-                     init_net, progress)
+                     init_proto, progress)
     t1 = time.perf_counter()
     library, native_name, _ = entry.compile_entry(plan, cpu_name)
     t2 = time.perf_counter()
@@ -157,7 +160,12 @@ def main(argv: list[str]) -> int:
     from netjit.proto.io import load_net
     result_path = Path(request["result"])
     try:
-        init_net, predict_net = load_net(request["init_net"]), load_net(request["predict_net"])
+        predict_net = load_net(request["predict_net"])
+        if request.get("param_names") is not None:
+            with np.load(request["init_net"]) as saved:
+                init_net = {b: saved[f"p{k}"] for k, b in enumerate(request["param_names"])}
+        else:
+            init_net = load_net(request["init_net"])
         inputs = {b: (tuple(s), d) for b, (s, d) in request["inputs"].items()}
         info = build(init_net, predict_net, inputs, request["name"], request["out"], request["target"],
                      progress_printer() if request.get("progress", True) else None)

@@ -98,10 +98,17 @@ def _aligned(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def source_hash(*nets: caffe2_pb2.NetDef) -> str:
-    digest = hashlib.sha256()
-    for net in nets:
-        digest.update(net.SerializeToString(deterministic=True))
+def source_hash(predict_net: caffe2_pb2.NetDef, init_net: caffe2_pb2.NetDef | None,
+                params: Mapping[str, np.ndarray]) -> str:
+    """sha256 of the predict net and the init net (or, given as arrays, the parameters)."""
+    digest = hashlib.sha256(predict_net.SerializeToString(deterministic=True))
+    if init_net is not None:
+        digest.update(init_net.SerializeToString(deterministic=True))
+    else:
+        for blob in sorted(params):
+            arr = np.ascontiguousarray(params[blob])
+            digest.update(f"{blob}:{arr.dtype.str}:{arr.shape}".encode())
+            digest.update(arr.tobytes())
     return digest.hexdigest()
 
 
@@ -149,7 +156,7 @@ def make_plan(graph_net: caffe2_pb2.NetDef, params: Mapping[str, np.ndarray],
     if missing_out:
         raise AotError(f"net {net_name!r}: external output(s) {missing_out} are never written")
     return _place(seg, params, [b for b in reads if b in inputs], outputs, name, net_name,
-                  source_hash(*(n for n in (init_net, graph_net) if n is not None)), on_kernel)
+                  source_hash(graph_net, init_net, params), on_kernel)
 
 
 def _exposed_reads(graph: Graph) -> list[str]:

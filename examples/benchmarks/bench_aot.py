@@ -1,0 +1,113 @@
+"""Ahead-of-time bundles against the JIT: per-run latency and `netjit aot` build times.
+
+For each net and batch it builds a bundle (timing the build), then times, median over repeats:
+- ``jit``: ``workspace.Predictor(init, predict).run([x])`` (compiled, warm);
+- ``aot-c``: the bundle's C entry ``NAME_run`` called through ctypes on preallocated buffers;
+- ``aot-py``: ``netjit.aot.load(folder).run([x])`` (checks inputs, allocates the outputs);
+and the max abs difference between the bundle's and the JIT's outputs.
+
+    python examples/benchmarks/bench_aot.py                       # LeNet and ResNet-50, batch 1 and 8
+    python examples/benchmarks/bench_aot.py --nets lenet --batches 1 --repeat 200
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from netjit import aot, mobile_exporter, workspace, zoo
+from netjit.compiler.aot import build_bundle
+from netjit.proto.io import load_net
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+
+
+def lenet() -> tuple[Any, Any, str, tuple[int, ...]]:
+    root = SHARED / "models" / "lenet_pytorch_export"
+    return load_net(root / "init_net.pb"), load_net(root / "predict_net.pb"), "1", (1, 28, 28)
+
+
+def zoo_net(name: str) -> tuple[Any, Any, str, tuple[int, ...]]:
+    net, data, shape = zoo.load_zoo_net(name)
+    for blob, value in zoo.random_zoo_weights(name).items():
+        workspace.FeedBlob(blob, value)
+    init, predict = mobile_exporter.Export(workspace, net, [b for b in zoo.zoo_param_shapes(name)])
+    return init, predict, data, tuple(shape[1:])
+
+
+def median_us(fn: Callable[[], Any], repeat: int, budget_s: float = 20.0) -> float:
+    fn()
+    times = []
+    start = time.perf_counter()
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() - start > budget_s and len(times) >= 5:
+            break
+    return statistics.median(times) * 1e6
+
+
+def c_entry(folder: Path, name: str, x: np.ndarray, out_shape: tuple[int, ...]) -> Callable[[], int]:
+    lib = ctypes.CDLL(str(folder / f"{name}.so"))
+    for f in ("weights_bytes", "scratch_bytes"):
+        getattr(lib, f"{name}_{f}").restype = ctypes.c_size_t
+    weights = np.fromfile(folder / f"{name}.weights.bin", np.uint8)
+    scratch = np.empty(getattr(lib, f"{name}_scratch_bytes")() + 64, np.uint8)
+    out = np.empty(out_shape, np.float32)
+    ins = (ctypes.c_void_p * 1)(x.ctypes.data)
+    outs = (ctypes.c_void_p * 1)(out.ctypes.data)
+    run = getattr(lib, f"{name}_run")
+    run.argtypes = [ctypes.c_void_p] * 4
+    w, s = weights.ctypes.data, scratch.ctypes.data + (-scratch.ctypes.data) % 64
+    return lambda: run(w, s, ins, outs)
+
+
+def bench(label: str, make: Callable[[], tuple], batches: list[int], repeat: int, out_root: Path) -> None:
+    init, predict, data, item_shape = make()
+    predictor = workspace.Predictor(init, predict)
+    for batch in batches:
+        x = np.random.default_rng(batch).standard_normal((batch,) + item_shape).astype(np.float32)
+        name = f"{label}_b{batch}"
+        t = time.perf_counter()
+        manifest = build_bundle(init, predict, {data: (batch,) + item_shape}, name, out_root / name, progress=False)
+        build_s = time.perf_counter() - t
+        bundle = aot.load(out_root / name)
+        want, = predictor.run([x])
+        got, = bundle.run([x])
+        diff = float(np.abs(got - want).max())
+        scale = float(np.abs(want).max())
+        jit = median_us(lambda: predictor.run([x]), repeat)
+        aot_c = median_us(c_entry(out_root / name, name, x, got.shape), repeat)
+        aot_py = median_us(lambda: bundle.run([x]), repeat)
+        print(f"{label:10s} {batch:5d} {jit:12.1f} {aot_c:12.1f} {aot_py:12.1f} {aot_c / jit:8.2f}x "
+              f"{aot_py / jit:8.2f}x {diff:10.2e} {diff / max(scale, 1e-30):10.2e} {build_s:9.1f} "
+              f"{len(manifest['steps']):6d}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nets", default="lenet,resnet50")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--repeat", type=int, default=100)
+    args = parser.parse_args()
+    makers = {"lenet": lenet, **{m: (lambda m=m: zoo_net(m)) for m in zoo.zoo_models()}}
+    batches = [int(b) for b in args.batches.split(",")]
+    print(f"{'net':10s} {'batch':>5s} {'jit us':>12s} {'aot-c us':>12s} {'aot-py us':>12s} {'c/jit':>9s} "
+          f"{'py/jit':>9s} {'max|diff|':>10s} {'rel diff':>10s} {'build s':>9s} {'kernels':>6s}")
+    with tempfile.TemporaryDirectory(prefix="bench-aot-") as tmp:
+        for net in args.nets.split(","):
+            bench(net, makers[net], batches, args.repeat, Path(tmp))
+    print(f"(cores: {os.cpu_count()}; median of up to {args.repeat} runs; build = `netjit aot` wall time "
+          f"with a warm kernel cache)")
+
+
+if __name__ == "__main__":
+    main()
