@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netjit import core, model_helper, rnn_cell, workspace
+from netjit import model_helper, rnn_cell, workspace
 from netjit.compiler.ops._rnn_steps import StepWorkspaces
+from netjit.proto import caffe2_pb2
 from netjit.runtime.errors import OpError
 from netjit.runtime.workspace import REGISTRY
 from tests.compiler.helpers import assert_same_blobs, netdef, op, plan_of, run_compiled, run_reference
@@ -294,19 +295,28 @@ def test_blob_fetcher_copies_step_blobs(monkeypatch):
     np.testing.assert_array_equal(workspace.FetchBlob("rnn_L/cell_state3"), workspace.FetchBlob("L/cell_state_last"))
 
 
-def test_step_net_accepts_text_format_argument(monkeypatch):
-    """Older Caffe2 wrote step_net as the NetDef's text format (a string argument)."""
-    monkeypatch.setenv("NETJIT_EXECUTOR", "reference")
+def test_text_format_nets_and_a_pb_round_trip(monkeypatch):
+    """Older Caffe2 wrote step_net and backward_step_net in text format (string arguments); a
+    training net saved to .pb bytes and parsed back runs the same in a fresh workspace."""
+    monkeypatch.setenv("NETJIT_EXECUTOR", "compiled")
     model, (h_all, *_), feeds = build_lstm()
-    rnn = [o for o in model.net.Proto().op if o.type == "RecurrentNetwork"][0]
-    for a in rnn.arg:
-        if a.name == "step_net":
-            text = str(a.n)
-            a.ClearField("n")
-            a.s = text.encode()
+    model.net.AddExternalInput("d_h")
+    grad_map = model.net.AddGradientOperators({h_all: "d_h"})
+    feeds["d_h"] = np.random.default_rng(12).standard_normal((T, N, H)).astype(np.float32)
     run_net(model.net, feeds)
+    want = {name: workspace.FetchBlob(grad_map[name]) for name in ("x", "L/gates_t_w", "h0")}
+    for op in model.net.Proto().op:
+        for a in op.arg:
+            if a.name in ("step_net", "backward_step_net"):
+                text = str(a.n)
+                a.ClearField("n")
+                a.s = text.encode()
+    restored = caffe2_pb2.NetDef.FromString(model.net.Proto().SerializeToString())
+    workspace.ResetWorkspace()
+    run_net(restored, feeds)
     np.testing.assert_allclose(workspace.FetchBlob(h_all), numpy_lstm(feeds)[0], rtol=1e-4, atol=1e-5)
-    assert core.IsOperator("RecurrentNetworkGradient")
+    for name, value in want.items():
+        np.testing.assert_allclose(workspace.FetchBlob(grad_map[name]), value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_step_runners_follow_the_executor_and_the_step_net(monkeypatch):
