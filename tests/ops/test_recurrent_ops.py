@@ -76,6 +76,9 @@ def test_lstm_unit_gradient(drop_states):
     seq, t = np.array([2, 0, 5], np.int32), np.array([1], np.int32)
     check_gradient("LSTMUnit", [h_prev, c_prev, gates, seq, t], 2, wrt=[0, 1, 2], forget_bias=0.5,
                    drop_states=drop_states)
+    h, c = run_op("LSTMUnit", [h_prev, c_prev, gates, seq, t], 2, forget_bias=0.5)
+    check_infer("LSTMUnitGradient", [h_prev, c_prev, gates, seq, t, h, c, h, c], 3, forget_bias=0.5,
+                drop_states=drop_states)
 
 
 def test_lstm_unit_gradient_without_sequence_lengths():
@@ -91,6 +94,9 @@ def test_elementwise_linear_numerics_and_gradient():
     (y,) = check_infer("ElementwiseLinear", [x, w, b], axis=2)
     np.testing.assert_allclose(y, x * w + b, rtol=1e-6)
     check_gradient("ElementwiseLinear", [x, w, b], axis=2)
+    dx, dw, db = check_infer("ElementwiseLinearGradient", [np.ones_like(x), x, w], 3, axis=2)
+    np.testing.assert_allclose(dw, x.reshape(3, 4).sum(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(db, np.full(4, 3.0), rtol=1e-6)
     (y1,) = run_op("ElementwiseLinear", [x.reshape(3, 4), w, b])            # default axis 1
     np.testing.assert_allclose(y1, x.reshape(3, 4) * w + b, rtol=1e-6)
     with pytest.raises(OpError, match="has 3 elements"):
@@ -140,6 +146,7 @@ def test_gru_unit_numerics_gradient_and_kernels(drop_states):
     np.testing.assert_allclose(h, gru_rows(h_prev, gates, seq, 1, drop_states), rtol=1e-5, atol=1e-6)
     check_gradient("GRUUnit", [h_prev, gates, seq, t], wrt=[0, 1], drop_states=drop_states)
     check_gradient("GRUUnit", [h_prev, gates, t], wrt=[0, 1], sequence_lengths=0)
+    check_infer("GRUUnitGradient", [h_prev, gates, seq, t, h, h], 2, drop_states=drop_states)
     feeds = {"h": h_prev, "g": gates, "seq": seq, "t": t, "dh": rng.standard_normal((1, 3, 4)).astype(np.float32)}
     net = netdef(f"gru_{int(drop_states)}", [
         op("GRUUnit", ["h", "g", "seq", "t"], ["H"], drop_states=int(drop_states)),
