@@ -12,16 +12,19 @@ generator of tests/compiler/test_random_nets.py, serialized and mutated: as mess
 name, ``strides`` -> ``stpides``; an argument's value; a dropped argument, input or op; a repeated
 op) or as bytes (flips, small integers, insertions, deletions, truncation, NUL and non-UTF-8 bytes);
 and random nets from that generator, half of them broken on purpose (a missing input, a wrong
-dtype or shape, bad arguments, a 0-d feed). Exit status 1 when any outcome is bad.
+dtype or shape, bad arguments, a 0-d feed). Each mutated file also goes through ``netjit show``,
+which must list it or refuse it with a message. Exit status 1 when any outcome is bad.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import random
 import resource
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -219,6 +222,24 @@ def fuzz_files(count: int, rng: random.Random, counts: Counter, bad: list[str],
         counts[f"file/{outcome.split(':')[0] if outcome.startswith('BAD') else outcome}"] += 1
         if outcome.startswith("BAD"):
             bad.append(f"mutated {name} #{i}: {outcome} (bytes {mutated.hex()[:2000]})")
+        shown = _show(mutated)
+        counts[f"show/{shown.split(':')[0]}"] += 1
+        if shown.startswith("BAD"):
+            bad.append(f"netjit show of mutated {name} #{i}: {shown} (bytes {mutated.hex()[:2000]})")
+
+
+def _show(data: bytes) -> str:
+    """``netjit show`` on the bytes as a file: 'rc=0' (listed), 'rc=1' (refused with a message) or BAD."""
+    from netjit.cli import main as cli_main
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "mutated.pb")
+        with open(path, "wb") as handle:
+            handle.write(data)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                return f"rc={cli_main(['show', path])}"
+        except Exception as err:  # noqa: BLE001 - the point is to see what escapes
+            return f"BAD:{type(err).__name__}: {str(err)[:200]}"
 
 
 # --------------------------------------------------------------------------------- random nets

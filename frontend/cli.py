@@ -137,7 +137,13 @@ def _format_device(device: caffe2_pb2.DeviceOption) -> str:
     return text
 
 
+def _text(name: str | bytes) -> str:
+    # protobuf hands back a name that is not valid UTF-8 as bytes; show it rather than fail.
+    return name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
+
+
 def _names(blobs: Sequence[str], limit: int | None) -> str:
+    blobs = [_text(b) for b in blobs]
     if not blobs:
         return "(none)"
     if limit is not None and len(blobs) > limit:
@@ -175,14 +181,14 @@ def format_net(net: caffe2_pb2.NetDef, max_names: int | None = 16) -> str:
         line = f"  [{index:>{width}}] {op.type}"
         if op.name:
             line += f' "{op.name}"'
-        line += f"  {', '.join(op.input) or '()'} -> {', '.join(op.output) or '()'}"
+        line += f"  {', '.join(map(_text, op.input)) or '()'} -> {', '.join(map(_text, op.output)) or '()'}"
         extras = [format_argument(a) for a in op.arg]
         if op.engine:
             extras.append(f"engine={op.engine}")
         if op.HasField("device_option") and op.device_option.ByteSize():
             extras.append(f"device={_format_device(op.device_option)}")
         if op.control_input:
-            extras.append(f"control_input=[{', '.join(op.control_input)}]")
+            extras.append(f"control_input=[{', '.join(map(_text, op.control_input))}]")
         if op.is_gradient_op:
             extras.append("gradient")
         if extras:

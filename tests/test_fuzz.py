@@ -32,9 +32,10 @@ def test_mutated_model_files_give_results_or_netjit_errors():
     bad: list[str] = []
     fuzz.fuzz_files(160, random.Random(13), counts, bad)
     assert not bad, "\n".join(bad[:5])
-    assert sum(counts.values()) == 160
+    assert sum(v for k, v in counts.items() if k.startswith("file/")) == 160
+    assert sum(v for k, v in counts.items() if k.startswith("show/")) == 160
     # The mutations reach every stage: parsing, construction, running, and some nets still run.
-    for outcome in ("file/ok", "file/netjit:OpError", "file/netjit:ProtoFormatError"):
+    for outcome in ("file/ok", "file/netjit:OpError", "file/netjit:ProtoFormatError", "show/rc=0", "show/rc=1"):
         assert counts[outcome] > 0, counts
 
 
