@@ -111,7 +111,8 @@ class CharRNN:
                 mean = float(np.mean(window))
                 reports.append(mean)
                 print(f"---------- Iteration {num_iter} ----------")
-                print(f"Characters per second: {int(len(window) * self.seq_length * self.batch_size / (now - last_time))}")
+                chars = len(window) * self.seq_length * self.batch_size
+                print(f"Characters per second: {int(chars / (now - last_time))}")
                 print(f"Loss since last report: {mean:.4f}")
                 sample = self.generate(sample_length, self.vocab[rng.integers(self.D)], rng)
                 print(sample)
