@@ -13,7 +13,8 @@ name, ``strides`` -> ``stpides``; an argument's value; a dropped argument, input
 op) or as bytes (flips, small integers, insertions, deletions, truncation, NUL and non-UTF-8 bytes);
 and random nets from that generator, half of them broken on purpose (a missing input, a wrong
 dtype or shape, bad arguments, a 0-d feed). Each mutated file also goes through ``netjit show``,
-which must list it or refuse it with a message. Exit status 1 when any outcome is bad.
+which must list it or refuse it with a message. A quarter as many corrupted minidb/lmdb DBs are
+read back with Load. Exit status 1 when any outcome is bad.
 """
 from __future__ import annotations
 
@@ -242,6 +243,53 @@ def _show(data: bytes) -> str:
             return f"BAD:{type(err).__name__}: {str(err)[:200]}"
 
 
+# ----------------------------------------------------------------------------------- DB files
+def fuzz_dbs(count: int, rng: random.Random, counts: Counter, bad: list[str]) -> None:
+    """``count`` corrupted DBs (minidb files, lmdb data.mdb) read back with Load."""
+    from netjit import core, workspace
+    blobs = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "i": np.arange(5, dtype=np.int64),
+             "s": np.array([b"ab", b"c"], dtype=object)}
+    with tempfile.TemporaryDirectory() as folder:
+        originals = {}
+        for db_type in ("minidb", "lmdb"):
+            path = os.path.join(folder, f"saved.{db_type}")
+            with _private_workspace("fuzz_db_save"):
+                for name, value in blobs.items():
+                    workspace.FeedBlob(name, value)
+                workspace.RunOperatorOnce(core.CreateOperator("Save", sorted(blobs), [], db=path,
+                                                              db_type=db_type, absolute_path=1))
+            data_file = os.path.join(path, "data.mdb") if db_type == "lmdb" else path
+            with open(data_file, "rb") as handle:
+                originals[db_type] = (path, data_file, handle.read())
+        for i in range(count):
+            db_type = ("minidb", "lmdb")[i % 2]
+            path, data_file, data = originals[db_type]
+            buf = bytearray(data)
+            for _ in range(rng.randint(1, 3)):
+                k = rng.randrange(len(buf))
+                kind = rng.randrange(3) if db_type == "minidb" else 0   # lmdb: same size, pages intact
+                if kind == 0:
+                    buf[k] = rng.randrange(256)
+                elif kind == 1:
+                    del buf[k:]
+                else:
+                    buf.insert(k, rng.randrange(256))
+            with open(data_file, "wb") as handle:
+                handle.write(bytes(buf))
+
+            def case(path: str = path, db_type: str = db_type) -> None:
+                with _private_workspace(f"fuzz_db{i}"):
+                    workspace.RunOperatorOnce(core.CreateOperator("Load", [], sorted(blobs), db=path,
+                                                                  db_type=db_type, absolute_path=1))
+                    workspace.RunOperatorOnce(core.CreateOperator("Load", [], [], db=path, db_type=db_type,
+                                                                  absolute_path=1, load_all=1))
+            _, err = _attempt(case)
+            outcome = classify(err)
+            counts[f"db/{outcome.split(':')[0] if outcome.startswith('BAD') else outcome}"] += 1
+            if outcome.startswith("BAD"):
+                bad.append(f"corrupted {db_type} #{i}: {outcome}")
+
+
 # --------------------------------------------------------------------------------- random nets
 def _break(net: caffe2_pb2.NetDef, feeds: dict[str, np.ndarray], rng: random.Random) -> str:
     """Break a generated net on purpose; returns what was done."""
@@ -329,6 +377,7 @@ def run(count: int, seed: int, nets_count: int | None = None, out: Any = sys.std
     bad: list[str] = []
     start = time.perf_counter()
     fuzz_files(count, random.Random(seed), counts, bad)
+    fuzz_dbs(max(2, count // 4), random.Random(seed), counts, bad)
     fuzz_nets(count if nets_count is None else nets_count, seed, counts, bad)
     for key in sorted(counts):
         print(f"{counts[key]:6d}  {key}", file=out)

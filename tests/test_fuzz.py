@@ -39,6 +39,14 @@ def test_mutated_model_files_give_results_or_netjit_errors():
         assert counts[outcome] > 0, counts
 
 
+def test_corrupted_dbs_load_or_fail_with_netjit_errors():
+    counts: Counter = Counter()
+    bad: list[str] = []
+    fuzz.fuzz_dbs(60, random.Random(13), counts, bad)
+    assert not bad, "\n".join(bad[:5])
+    assert counts["db/netjit:OpError"] > 0 and sum(counts.values()) == 60, counts
+
+
 def test_random_nets_agree_and_fail_only_with_netjit_errors():
     counts: Counter = Counter()
     bad: list[str] = []
