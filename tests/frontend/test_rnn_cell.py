@@ -182,3 +182,20 @@ def test_multi_rnn_cell_with_residual_and_dropout_cells(monkeypatch):
     np.testing.assert_allclose(workspace.FetchBlob(output), h0_all + h1_all, rtol=1e-5, atol=1e-6)
     grads = [workspace.FetchBlob(model.param_to_grad[p]) for p in model.params]
     assert all(np.isfinite(g).all() for g in grads) and any(np.abs(g).sum() > 0 for g in grads)
+
+
+def test_init_from_lstm_params_packs_gates_in_caffe2_order():
+    model = model_helper.ModelHelper(name="packed")
+    *_, params = rnn_cell.LSTM(model, "x", None, ("h0", "c0"), D, H, scope="P", return_params=True)
+    workspace.RunNetOnce(model.param_init_net)
+    names = rnn_cell.GetLSTMParamNames()
+    rng = np.random.default_rng(4)
+    values = {kind: {**{w: rng.standard_normal((H, D if kind == "input" else H)) for w in names["weights"]},
+                     **{b: rng.standard_normal(H) for b in names["biases"]}} for kind in ("input", "recurrent")}
+    rnn_cell.InitFromLSTMParams(params, values)
+    for kind in ("input", "recurrent"):
+        w = workspace.FetchBlob(params[kind]["weights"])
+        assert w.dtype == np.float32 and w.shape == (4 * H, D if kind == "input" else H)
+        np.testing.assert_allclose(w[H:2 * H], values[kind]["forget_gate_w"], rtol=1e-6)
+        np.testing.assert_allclose(workspace.FetchBlob(params[kind]["biases"])[3 * H:], values[kind]["cell_b"],
+                                   rtol=1e-6)
