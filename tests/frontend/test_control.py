@@ -163,3 +163,16 @@ def test_create_workspace_shares_the_parents_blobs(executor):
     run(core.execution_step("all", [core.execution_step("init", init),
                                     core.execution_step("child", [body, scratch], create_workspace=True)]))
     assert _count("cw") == 3.0 and not workspace.HasBlob("cw_tmp")
+
+
+def test_control_flow_benchmark_script_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(repo / "examples" / "benchmarks" / "control_flow.py"), "20"],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert "While iteration (us)" in lines[0] and [ln.split()[0] for ln in lines[1:]] == ["compiled", "reference"]
+    assert all(float(v) > 0 for ln in lines[1:] for v in ln.split()[1:])
