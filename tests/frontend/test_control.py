@@ -1,6 +1,10 @@
 """core.Plan/ExecutionStep and the control module: nested steps and their stop blobs, only_once,
 create_workspace, reporters, and each control construct's iteration count, under the compiled and
 the reference executor."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from netjit import control, core, workspace
@@ -166,9 +170,6 @@ def test_create_workspace_shares_the_parents_blobs(executor):
 
 
 def test_control_flow_benchmark_script_runs():
-    import subprocess
-    import sys
-    from pathlib import Path
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, str(repo / "examples" / "benchmarks" / "control_flow.py"), "20"],
                           cwd=repo, capture_output=True, text=True, timeout=300)
