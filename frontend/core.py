@@ -276,8 +276,19 @@ class Net:
     def AddAttribute(self, name: str, value: Any) -> None:
         self._attr_dict.setdefault(name, []).append(value)
 
+    def add_attribute(self, name: str, obj: Any) -> None:
+        """Caffe2's spelling (task.SetupNets, net_builder): attach a user object to the net under ``name``."""
+        self.AddAttribute(name, obj)
+
     def get_attributes(self, name: str) -> list:
         return self._attr_dict.get(name, [])
+
+    def LogInfo(self, *msg_or_blobs: Any) -> None:
+        """Print each message (a string constant) or blob when the net runs (net_builder's ops.LogInfo)."""
+        for item in msg_or_blobs:
+            if not isinstance(item, BlobReference):
+                item = self.GivenTensorStringFill([], self.NextName("log"), shape=[], values=[item])
+            self.Print(item, [])
 
     # ------------------------------------------------------------------------- external I/O
     def AddExternalInput(self, *inputs: Any) -> Any:

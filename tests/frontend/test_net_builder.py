@@ -216,3 +216,15 @@ def test_python_op_and_explicit_nets_in_a_builder():
     run_plan(nb)
     assert seen == [3.0, 3.0, 3.0]
     assert float(fetch("nb_extra_out")[0]) == 4.0
+
+
+def test_log_info_in_a_counted_loop_and_add_attribute(capsys):
+    with NetBuilder() as nb:
+        with ops.loop(3) as loop:
+            ops.LogInfo("tick", loop.iter())
+    run_plan(nb)
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.rsplit(": ", 1)[1] for ln in lines] == ["tick", "0", "tick", "1", "tick", "2"]
+    net = core.Net("attributes")
+    net.add_attribute("key", "value")
+    assert net.get_attributes("key") == ["value"]
