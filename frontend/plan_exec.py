@@ -208,6 +208,11 @@ class _PlanRun:
 def run_plan(plan_or_step: Any, ws: Workspace) -> None:
     """Run every execution step of the plan, in order, against ``ws``."""
     plan = as_plan(plan_or_step)
+    # A plan from a file is data: its nets (and the sub-nets of their If/While/Do ops) run pickled
+    # Python-op code only with the user's consent, as for CreateNet.
+    from netjit.compiler.ops.python_op import check_consent
+    for net in plan.network:
+        check_consent(net, ws)
     run = _PlanRun(plan, ws)
     for step in plan.execution_step:
         run.run_step(step, ws)

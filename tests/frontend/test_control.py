@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from netjit import control, core, workspace
-from netjit.runtime.errors import NetJitError
+from netjit.compiler.ops import python_op
+from netjit.runtime.errors import NetJitError, PickledCodeError
 
 
 @pytest.fixture(params=["compiled", "reference"])
@@ -177,3 +178,14 @@ def test_control_flow_benchmark_script_runs():
     lines = proc.stdout.strip().splitlines()
     assert "While iteration (us)" in lines[0] and [ln.split()[0] for ln in lines[1:]] == ["compiled", "reference"]
     assert all(float(v) > 0 for ln in lines[1:] for v in ln.split()[1:])
+
+
+def test_run_plan_refuses_pickled_python_ops_in_nested_nets(monkeypatch):
+    monkeypatch.setattr(python_op, "_allowed", None)
+    monkeypatch.delenv("NETJIT_ALLOW_PICKLED_CODE", raising=False)
+    inner = core.Net("consent_inner")
+    inner.Proto().op.add().CopyFrom(core.CreateOperator("Python", ["x"], ["y"], pickled_builder=b"not-from-here"))
+    outer = core.Net("consent_outer")
+    outer.If(["c"], ["y"], then_net=inner.Proto())
+    with pytest.raises(PickledCodeError, match=r"net 'consent_inner' op #0 \(Python\)"):
+        workspace.RunPlan(core.Plan(core.execution_step("consent", outer)))
