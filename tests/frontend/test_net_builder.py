@@ -228,3 +228,53 @@ def test_log_info_in_a_counted_loop_and_add_attribute(capsys):
     net = core.Net("attributes")
     net.add_attribute("key", "value")
     assert net.get_attributes("key") == ["value"]
+
+
+def _random_program(rng):
+    """A NetBuilder program of nested WhileNet/IfNet blocks over a few float and int blobs."""
+    floats, ints = ["f0", "f1", "f2"], ["k0", "k1"]
+
+    def body(depth):
+        for _ in range(int(rng.integers(1, 4))):
+            kind = rng.choice(["arith", "if", "while"] if depth < 2 else ["arith"])
+            if kind == "arith":
+                a, b = rng.choice(floats, 2)
+                op = rng.choice(["Add", "Mul", "Sub"])
+                ops.Relu(getattr(ops, op)([str(a), str(b)]), str(rng.choice(floats)))
+                ops.Add([str(rng.choice(ints)), "k_one"], str(rng.choice(ints)))
+            elif kind == "if":
+                with ops.IfNet(ops.GT([str(rng.choice(floats)), str(rng.choice(floats))])):
+                    body(depth + 1)
+                if rng.random() < 0.5:
+                    with ops.Else():
+                        body(depth + 1)
+            else:
+                counter = f"loop{depth}_{int(rng.integers(1 << 30))}"
+                ops.Copy(ops.Const(0), counter)
+                with ops.WhileNet():
+                    with ops.Condition():
+                        ops.Add([counter, "k_one"], counter)
+                        ops.LE([counter, ops.Const(int(rng.integers(0, 4)))])
+                    body(depth + 1)
+
+    with NetBuilder(_use_control_ops=True) as nb:
+        for name in floats:
+            ops.Copy(ops.Const(np.array(rng.uniform(-1, 1), np.float32)), name)
+        for name in ints:
+            ops.Copy(ops.Const(0), name)
+        ops.Copy(ops.Const(1), "k_one")
+        body(0)
+    return nb.get()[0], floats + ints
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_control_programs_compiled_equals_reference(seed, monkeypatch):
+    net, blobs = _random_program(np.random.default_rng(seed))
+    results = {}
+    for executor in ("reference", "compiled"):
+        monkeypatch.setenv("NETJIT_EXECUTOR", executor)
+        workspace.ResetWorkspace()
+        workspace.RunNetOnce(net)
+        results[executor] = [workspace.FetchBlob(b) for b in blobs]
+    for ref, comp in zip(results["reference"], results["compiled"]):
+        np.testing.assert_array_equal(ref, comp)
