@@ -34,7 +34,7 @@ from netjit.proto import caffe2_pb2
 from netjit.runtime.errors import InternalError, NetJitError
 from netjit.runtime.workspace import REGISTRY, Workspace
 
-DEVICES = ("cpu",)
+DEVICES = ("cpu",)   # compile(device="cuda") returns a codegen/cuda_runner.CudaNet instead
 CACHE_SIZE = 64
 _CACHE: "OrderedDict[tuple, CompiledNet]" = OrderedDict()
 _CACHE_LOCK = threading.Lock()
@@ -370,6 +370,12 @@ def compile(net: Any, inputs: Mapping[str, Any] | None = None, outputs: Iterable
     check_net_names(proto)
     if outputs is None and len(proto.external_output):
         outputs = list(proto.external_output)
+    if device == "cuda":    # the numba-cuda backend (codegen/cuda_runner.py): ops run on CUDA unless pinned
+        from netjit.compiler.codegen.cuda_runner import get_cuda_net
+        compiled = get_cuda_net(proto, outputs, outputs, default=("cuda", 0))
+        if inputs is not None or ws is not None:
+            raise ValueError("compile(device='cuda') plans at the first run; call it with the inputs instead")
+        return compiled
     compiled = get_compiled(proto, outputs, outputs, device)
     if inputs is not None or ws is not None:
         signature = {b: _as_type(v) for b, v in (inputs or {}).items()}
@@ -385,5 +391,9 @@ def compiled_runner(net: caffe2_pb2.NetDef, ws: Workspace, outputs: list[str] | 
     """The runner ``workspace.CreateNet``/``RunNet``/``RunNetOnce`` use: Caffe2's construction
     checks, then compiled runs that leave every written blob visible with Caffe2's value; with
     ``outputs`` (a private workspace, as a Predictor's) only those blobs and updated parameters."""
+    from netjit.runtime.device import net_uses_cuda
+    if net_uses_cuda(net):   # placed on a GPU (DeviceOption CUDA): the numba-cuda backend runs it
+        from netjit.compiler.codegen.cuda_runner import cuda_runner
+        return cuda_runner(net, ws, outputs)
     return CompiledRunner(get_compiled(net, outputs, outputs), ws, check=True)
 

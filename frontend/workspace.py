@@ -23,16 +23,17 @@ from netjit.proto import caffe2_pb2
 from netjit.runtime.errors import BadNameError, BlobNotFound, NetJitError
 from netjit.runtime.workspace import REGISTRY, Workspace
 
-# Caffe2 exposed these from its C extension; scripts check them.
-has_gpu_support = False
-has_cuda_support = False
+# Caffe2 exposed these from its C extension; scripts check them. A GPU (or the CUDA simulator,
+# NUMBA_ENABLE_CUDASIM=1) makes them True: CUDA nets then run on the numba-cuda backend.
+from netjit.runtime import device as _device  # noqa: E402
+has_gpu_support = has_cuda_support = _device.gpu_support()
 is_asan = False
 
 # The C extension's objects (C.Workspace, C.Blob, ...) and the device queries of a CPU-only build.
 from netjit import c_extension as C  # noqa: E402
 has_hip_support = False
 GpuDeviceType = caffe2_pb2.CUDA
-NumCudaDevices = NumGpuDevices = C.num_cuda_devices
+NumCudaDevices = NumGpuDevices = _device.num_cuda_devices
 GetCUDAVersion = C.get_cuda_version
 GetCuDNNVersion = C.get_cudnn_version
 
@@ -115,8 +116,16 @@ def _to_blob_value(value: Any) -> Any:
 
 
 def FeedBlob(name: Any, arr: Any, device_option: caffe2_pb2.DeviceOption | None = None) -> bool:
-    """Store a copy of ``arr`` (numpy array, bytes/str, or a TensorProto) as blob ``name``."""
-    _ws().feed(StringifyBlobName(name), _to_blob_value(arr))
+    """Store a copy of ``arr`` (numpy array, bytes/str, or a TensorProto) as blob ``name``; with a
+    CUDA ``device_option`` the blob lives on that GPU (a numba device array)."""
+    value = _to_blob_value(arr)
+    place = _device.option_device(device_option)
+    if place[0] == "cuda":
+        _device.check_device(place, blob=StringifyBlobName(name))
+        if not _device.movable(value):
+            raise NetJitError(f"blob {StringifyBlobName(name)!r}: only numeric tensors can be fed to a GPU")
+        value = _device.to_device(value)
+    _ws().feed(StringifyBlobName(name), value)
     return True
 
 
@@ -133,6 +142,8 @@ def FetchBlob(name: Any) -> Any:
         return value.copy()
     if isinstance(value, bytes):
         return value
+    if _device.is_device_array(value):   # a blob on the GPU: copied to the host
+        return _device.to_host(value)
     # Other blob types (DB readers, Python-op state) come back as a short description, as in Caffe2.
     describe = getattr(value, "describe", None)
     text = describe() if callable(describe) else f"<{type(value).__name__}>"

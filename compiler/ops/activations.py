@@ -127,7 +127,8 @@ SOFTMAX_ARGS = [arg("axis", "int", 1)]
 
 @defop("Softmax", inputs=1, outputs=1, args=SOFTMAX_ARGS, category=REDUCE, infer=_softmax_infer,
        gradient=simple_gradient("SoftmaxGradient", ["O0", "GO0"], ["GI0"]),
-       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.reductions:softmax")})
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.reductions:softmax"),
+                 "numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_ops:softmax")})
 def softmax(ctx, x):
     """Softmax over the rows of X viewed as [prod(dims[:axis]), prod(dims[axis:])]; the row max is
     subtracted first, so large logits do not overflow."""
@@ -144,7 +145,8 @@ def softmax(ctx, x):
 
 
 @defop("SoftmaxGradient", inputs=2, outputs=1, args=SOFTMAX_ARGS, category=REDUCE, infer=same_as(1),
-       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.reductions:softmax_gradient")})
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.reductions:softmax_gradient"),
+                 "numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_ops:softmax_gradient")})
 def softmax_gradient(ctx, y, dy):
     """[Y, dY] -> dX = Y ⊙ (dY - rowsum(dY ⊙ Y))."""
     if y.shape != dy.shape:

@@ -149,7 +149,8 @@ def _grad_output_counts(no_bias: bool, num_outputs: int) -> bool:
 @defop("Conv", inputs=(2, 3), outputs=1, args=CONV_ARGS, category=OUT_FUSABLE, infer=_conv_infer,
        gradient=_conv_gradient_maker,
        # im2col + GEMM (or Winograd) into the group's buffer, then bias + epilogue in one loop.
-       lowering={"numba-cpu": Lowering(head="netjit.compiler.codegen.conv:conv_head")})
+       lowering={"numba-cpu": Lowering(head="netjit.compiler.codegen.conv:conv_head"),
+                 "numba-cuda": Lowering(head="netjit.compiler.codegen.cuda_gemm:conv_gemm", standalone="netjit.compiler.codegen.cuda_gemm:conv")})
 @located
 def conv(ctx, x, w, b=None):
     """Cross-correlation of X with W (groups, stride, dilation, pads), plus the bias when given."""
@@ -171,7 +172,8 @@ def _conv_grad_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
 
 
 @defop("ConvGradient", inputs=3, outputs=(1, 3), args=CONV_GRAD_ARGS, category=OPAQUE, infer=_conv_grad_infer,
-       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:conv_gradient", threaded=True)})
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:conv_gradient", threaded=True),
+                 "numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_gemm:conv_gradient")})
 @located
 def conv_gradient(ctx, x, w, dy):
     """[X, W, dY] -> [dW, db, dX]; [dW, dX] with no_bias=1; dX left off when it has no output."""

@@ -33,7 +33,8 @@ FC_ARGS = [arg("axis", "int", 1), arg("axis_w", "int", 1), arg("float16_compute"
 
 @defop("FC", inputs=3, outputs=1, args=FC_ARGS, category=OUT_FUSABLE, infer=_fc_infer,
        gradient=simple_gradient("FCGradient", ["I0", "I1", "GO0"], ["GI1", "GI2", "GI0"]),
-       lowering={"numba-cpu": Lowering(head="netjit.compiler.codegen.dense:fc_head")})
+       lowering={"numba-cpu": Lowering(head="netjit.compiler.codegen.dense:fc_head"),
+                 "numba-cuda": Lowering(head="netjit.compiler.codegen.cuda_gemm:fc_gemm", standalone="netjit.compiler.codegen.cuda_gemm:fc")})
 def fc(ctx, x, w, b):
     """Y = X·Wᵀ + b, with X flattened to 2-D at ``axis`` and W at ``axis_w``."""
     m, k, n = _fc_dims(x.shape, w.shape, ctx.args.axis, ctx.args.axis_w)
@@ -51,7 +52,8 @@ def _fc_grad_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
 
 
 @defop("FCGradient", inputs=3, outputs=(2, 3), args=FC_ARGS, category=OUT_FUSABLE, infer=_fc_grad_infer,
-       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.dense:fc_gradient", threaded=True)})
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.dense:fc_gradient", threaded=True),
+                 "numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_gemm:fc_gradient")})
 def fc_gradient(ctx, x, w, dy):
     """[X, W, dY] -> [dW, db, dX]."""
     m, k, n = _fc_dims(x.shape, w.shape, ctx.args.axis, ctx.args.axis_w)
@@ -123,7 +125,8 @@ def _matmul_gradient(g: GradientContext) -> tuple[list, list]:
 
 
 @defop("MatMul", inputs=(2, 3), outputs=1, args=MATMUL_ARGS, category=OUT_FUSABLE, infer=_matmul_infer,
-       gradient=_matmul_gradient, grad_copy_args=False)
+       gradient=_matmul_gradient, grad_copy_args=False,
+       lowering={"numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_gemm:matmul")})
 def matmul(ctx, a, b, shape_like=None):
     """Y [M, N] = op(A)·op(B): A flattened to 2-D at axis_a, B at axis_b, op = transpose when
     trans_a/trans_b. A third input only lends Y its shape (the gradient ops use it)."""

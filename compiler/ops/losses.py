@@ -104,7 +104,8 @@ def _scalar_like(i: int):
 
 @defop("AveragedLoss", inputs=1, outputs=1, category=REDUCE, infer=_scalar_like(0),
        gradient=simple_gradient("AveragedLossGradient", ["I0", "GO0"], ["GI0"]),
-       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.reductions:averaged_loss")})
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.reductions:averaged_loss"),
+                 "numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_ops:averaged_loss")})
 def averaged_loss(ctx, x):
     """A 0-d tensor: the mean of all elements of X."""
     x = _float_input(ctx, x, 0)
@@ -136,7 +137,8 @@ def _xent_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
 
 
 @defop("LabelCrossEntropy", inputs=2, outputs=1, category=OPAQUE, infer=_xent_infer,
-       gradient=simple_gradient("LabelCrossEntropyGradient", ["I0", "I1", "GO0"], ["GI0"]))
+       gradient=simple_gradient("LabelCrossEntropyGradient", ["I0", "I1", "GO0"], ["GI0"]),
+       lowering={"numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_ops:label_cross_entropy")})
 def label_cross_entropy(ctx, x, label):
     """Y[i] = −ln max(X[i, label[i]], 1e−20) for X [N, D] and int32 labels [N] or [N, 1]."""
     x = _float_input(ctx, x, 0)
@@ -146,7 +148,8 @@ def label_cross_entropy(ctx, x, label):
     return (-np.log(np.maximum(picked, LOG_THRESHOLD))).astype(x.dtype, copy=False)
 
 
-@defop("LabelCrossEntropyGradient", inputs=3, outputs=1, category=OPAQUE, infer=_same_as_first)
+@defop("LabelCrossEntropyGradient", inputs=3, outputs=1, category=OPAQUE, infer=_same_as_first,
+       lowering={"numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_ops:label_cross_entropy_gradient")})
 def label_cross_entropy_gradient(ctx, x, label, dy):
     """[X, label, dY] -> dX: −dY[i] / max(X[i, label], 1e−20) at the label, 0 elsewhere."""
     n, d = _rows(x.shape)
@@ -243,7 +246,7 @@ def _swl_gradient(g: GradientContext) -> tuple[list, list]:
 
 
 @defop("SoftmaxWithLoss", inputs=(2, 3), outputs=2, args=SWL_ARGS, category=OPAQUE, infer=_swl_infer,
-       gradient=_swl_gradient)
+       gradient=_swl_gradient, lowering={"numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_ops:softmax_with_loss")})
 def softmax_with_loss(ctx, x, label, weights=None):
     """[logits, labels(, weights)] -> [P, loss]: P = softmax over the [N, D] view at ``axis``;
     loss = scale·Σ_i w_i·(−ln P[i, label_i]) / Σ_i w_i (0 when Σ w = 0). With label_prob=1 the
@@ -272,7 +275,7 @@ def softmax_with_loss(ctx, x, label, weights=None):
 
 
 @defop("SoftmaxWithLossGradient", inputs=(4, 5), outputs=1, args=SWL_ARGS, category=OPAQUE,
-       infer=_same_as_first)
+       infer=_same_as_first, lowering={"numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_ops:softmax_with_loss_gradient")})
 def softmax_with_loss_gradient(ctx, x, label, *rest):
     """[X, labels, (weights,) P, dloss] -> dX = (P − onehot(label))·w_i · scale·dloss / Σ w
     (label_prob=1: P − label). Unscaled when Σ w = 0."""

@@ -76,7 +76,8 @@ def _check_y(y: np.ndarray, out_shape: tuple[int, ...], name: str, operand: int)
 
 @defop("MaxPool", inputs=1, outputs=1, args=POOL_ARGS, category=OPAQUE, infer=_pool_infer,
        gradient=_pool_gradient_maker,
-       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:max_pool", threaded=True)})
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:max_pool", threaded=True),
+                 "numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_gemm:pool")})
 @located
 def max_pool(ctx, x):
     """Y = the maximum over each window's in-bounds elements."""
@@ -89,7 +90,8 @@ def max_pool(ctx, x):
 
 @defop("AveragePool", inputs=1, outputs=1, args=POOL_ARGS, category=OPAQUE, infer=_pool_infer,
        gradient=_pool_gradient_maker,
-       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:average_pool", threaded=True)})
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:average_pool", threaded=True),
+                 "numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_gemm:pool")})
 @located
 def average_pool(ctx, x):
     """Y = the window sum over in-bounds elements / their count (or / kernel size, count_include_pad=1)."""
@@ -102,7 +104,8 @@ def average_pool(ctx, x):
 
 
 @defop("MaxPoolGradient", inputs=3, outputs=1, args=POOL_ARGS, category=OPAQUE, infer=same_as(0),
-       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:max_pool_gradient", threaded=True)})
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:max_pool_gradient", threaded=True),
+                 "numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_gemm:pool_gradient")})
 @located
 def max_pool_gradient(ctx, x, y, dy):
     """dX = Σ over windows of dY where X equals the window's Y."""
@@ -119,7 +122,8 @@ def max_pool_gradient(ctx, x, y, dy):
 
 @defop("AveragePoolGradient", inputs=3, outputs=1, args=POOL_ARGS, category=OPAQUE, infer=same_as(0),
        lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.conv:average_pool_gradient",
-                                       threaded=True)})
+                                       threaded=True),
+                 "numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_gemm:pool_gradient")})
 @located
 def average_pool_gradient(ctx, x, y, dy):
     """dX = Σ over windows containing the element of dY / divisor (the forward's divisor)."""
