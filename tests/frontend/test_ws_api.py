@@ -1,5 +1,7 @@
 """The C-extension API Caffe2 scripts and test suites reach for: workspace.C.Workspace objects and
 their blobs/nets, the device queries of a CPU build, engine preferences, CreatePythonOperator."""
+import re
+
 import numpy as np
 import pytest
 
@@ -54,18 +56,19 @@ def test_private_workspace_nets_and_errors_name_the_op():
     net.Scale(["x"], ["y"], scale=2.0)
     ws.feed_blob("x", np.arange(3, dtype=np.float32))
     handle = ws.create_net(net)
-    assert handle.run() and list(ws.nets) == ["double"]
+    assert handle.run() and list(ws.nets) == [net.Name()]
     np.testing.assert_array_equal(ws.fetch_blob("y"), [0, 2, 4])
     ws.feed_blob("x", np.ones(2, np.float32))
-    assert ws.nets["double"].run()
+    assert ws.nets[net.Name()].run()
     np.testing.assert_array_equal(ws.fetch_blob("y"), [2, 2])
     with pytest.raises(RuntimeError, match=r"already exists"):
         ws.create_net(net)
-    assert ws.create_net(net, overwrite=True).name == "double"
+    assert ws.create_net(net, overwrite=True).name == net.Name()
     ws.run(net)      # a net object runs once
     bad = core.Net("bad")
     bad.FC(["x", "W", "b"], ["z"])
-    with pytest.raises(RuntimeError, match=r"net 'bad' op #0 \(FC\)"):
+    # core.Net names are unique per process: another test may already own "bad".
+    with pytest.raises(RuntimeError, match=rf"net '{re.escape(bad.Name())}' op #0 \(FC\)"):
         ws.run(bad)
 
 
