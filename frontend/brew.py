@@ -134,6 +134,8 @@ iter = _WRAPPERS["iter"]  # noqa: A001 - Caffe2's name
 accuracy = _WRAPPERS["accuracy"]
 add_weight_decay = _WRAPPERS["add_weight_decay"]
 db_input = _WRAPPERS["db_input"]
+cond = _WRAPPERS["cond"]
+loop = _WRAPPERS["loop"]
 
 
 def __getattr__(name: str) -> Callable[..., Any]:

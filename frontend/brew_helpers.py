@@ -302,8 +302,24 @@ def db_input(model: Any, blobs_out: Any, batch_size: int, db: str, db_type: str)
     return model.net.TensorProtosDBInput(reader, blobs_out, batch_size=batch_size)
 
 
+def cond(model: Any, cond_blob: Any, external_blobs: Any, then_model: Any, else_model: Any = None) -> None:
+    """An ``If`` op on ``cond_blob`` running ``then_model``'s net (else ``else_model``'s);
+    ``external_blobs`` are the outer blobs the branches may read and write."""
+    from netjit.control_ops_util import add_if_op   # control_ops_util imports core; brew must not at load
+    add_if_op(model.net, cond_blob, external_blobs, then_model.net,
+              else_model.net if else_model is not None else None)
+
+
+def loop(model: Any, cond_blob: Any, external_blobs: Any, loop_model: Any, cond_model: Any = None) -> None:
+    """A ``While`` op running ``loop_model``'s net while ``cond_blob`` holds true (``cond_model``'s net,
+    when given, recomputes it before every iteration)."""
+    from netjit.control_ops_util import add_while_op
+    add_while_op(model.net, cond_blob, external_blobs, loop_model.net,
+                 cond_model.net if cond_model is not None else None)
+
+
 HELPERS: dict[str, Callable[..., Any]] = {
     f.__name__: f for f in (fc, relu, tanh, sigmoid, softmax, prelu, dropout, conv, conv_nd, group_conv,
                             conv_transpose, max_pool, average_pool, spatial_bn, lrn, concat, depth_concat,
-                            sum, transpose, iter, accuracy, add_weight_decay, db_input)
+                            sum, transpose, iter, accuracy, add_weight_decay, db_input, cond, loop)
 }

@@ -257,3 +257,38 @@ def test_brew_mlp_trains_from_the_init_net():
     start = float(workspace.FetchBlob("loss"))
     workspace.RunNet(model.net.Name(), 200)
     assert float(workspace.FetchBlob("loss")) < 0.05 * start
+
+
+def test_brew_cond_and_loop_build_if_and_while_ops():
+    from caffe2.python import model_helper
+    workspace.ResetWorkspace()
+    for flag, want in ((True, [2.0, 4.0]), (False, [-1.0, -2.0])):
+        outer = model_helper.ModelHelper(name="cond_outer")
+        then = model_helper.ModelHelper(name="cond_then")
+        then.net.Scale("x", "y", scale=2.0)
+        other = model_helper.ModelHelper(name="cond_else")
+        other.net.Scale("x", "y", scale=-1.0)
+        brew.cond(outer, "c", ["x", "y"], then, other)
+        assert [op.type for op in outer.net.Proto().op][-1] == "If"
+        workspace.FeedBlob("c", np.array(flag))
+        workspace.FeedBlob("x", np.float32([1, 2]))
+        workspace.RunNetOnce(outer.net)
+        np.testing.assert_array_equal(workspace.FetchBlob("y"), want)
+
+    # while i < 5: i += 1, acc *= 2
+    outer = model_helper.ModelHelper(name="loop_outer")
+    body = model_helper.ModelHelper(name="loop_body")
+    body.net.Add(["i", "one"], "i")
+    body.net.Scale("acc", "acc", scale=2.0)
+    cond = model_helper.ModelHelper(name="loop_cond")
+    cond.net.LT(["i", "five"], "go")
+    workspace.FeedBlob("i", np.int64(0).reshape(()))
+    workspace.FeedBlob("one", np.int64(1).reshape(()))
+    workspace.FeedBlob("five", np.int64(5).reshape(()))
+    workspace.FeedBlob("acc", np.float32([1.0]))
+    workspace.FeedBlob("go", np.array(True))
+    brew.loop(outer, "go", ["i", "one", "five", "acc", "go"], body, cond)
+    assert "While" in [op.type for op in outer.net.Proto().op]
+    workspace.RunNetOnce(outer.net)
+    assert int(workspace.FetchBlob("i")) == 5
+    np.testing.assert_array_equal(workspace.FetchBlob("acc"), [32.0])
