@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    rendezvous = dict(kv_handler=None, shard_id=None, num_shards=None, engine=args.engine)
-    model = model_helper.ModelHelper(name="mnist_dp_train")
-    dpm._resolve_rendezvous(rendezvous)  # fills shard_id/num_shards from the MPI world
+    # Caffe2's rendezvous dict, numbered by the MPI world: {kv_handler, shard_id, num_shards, engine}.
+    rendezvous = dpm.MPIRendezvous(engine=args.engine)
     rank, size = rendezvous["shard_id"], rendezvous["num_shards"]
+    model = model_helper.ModelHelper(name="mnist_dp_train")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     dbs = build_dbs(args, rank)
     # One reader per process, outside the device scopes: rank r reads records r, r+N, r+2N, ...
