@@ -127,7 +127,7 @@ def to_device(value: Any) -> Any:
     """A device copy of a numeric host array (a device array is returned as is)."""
     if is_device_array(value):
         return value
-    arr = np.ascontiguousarray(value)
+    arr = np.asarray(value, order="C")   # (np.ascontiguousarray would make a 0-d blob 1-d)
     if arr.dtype == np.dtype(object):
         raise NetJitError("only numeric tensors can live on a CUDA device (this blob holds objects)")
     return cuda().to_device(arr)

@@ -29,7 +29,7 @@ from netjit.compiler.ir import Graph, Node, import_netdef
 from netjit.compiler.ops.registry import TensorType, lookup
 from netjit.compiler.passes.fuse import fuse
 from netjit.compiler.passes.infer import OBJECT, infer_types, type_of
-from netjit.compiler.passes.simplify import eliminate_dead_code, fold_constants, remove_noops
+from netjit.compiler.passes.simplify import eliminate_dead_code, fold_constants
 from netjit.compiler.pipeline import describe_signature, segment_graph
 from netjit.compiler.reference import net_checks
 from netjit.proto import caffe2_pb2
@@ -130,7 +130,8 @@ class CudaNet:
     def _plan(self, start: int, types: Mapping[str, Any], sig: tuple) -> CudaPlan:
         typed, stop = infer_types(self.graph, types, start)
         seg = segment_graph(typed, start, stop, self.visible)
-        for fn in (remove_noops, fold_constants, eliminate_dead_code, lambda g: fuse(g, self.rules)):
+        # No remove_noops: it would turn the device copies (CopyCPUToGPU, ...) into aliases.
+        for fn in (fold_constants, eliminate_dead_code, lambda g: fuse(g, self.rules)):
             seg = fn(seg)
         steps: list[CudaStep] = []
         fallbacks: list[strict.Fallback] = []
@@ -257,6 +258,8 @@ class CudaRunner:
         self.contexts: dict[int, LazyContext] = {}
         self._buffers: dict[tuple, Any] = {}
         self.kernel_launches = 0      # launches so far (bench reads it)
+        # A private workspace (a Predictor's): host feeds go up to the device, outputs come back.
+        self.private_outputs: list[str] | None = None
 
     def context(self, node: Node) -> LazyContext:
         ctx = self.contexts.get(node.index)
@@ -269,6 +272,17 @@ class CudaRunner:
         c = self.compiled
         n = len(c.graph.nodes)
         start = 0
+        if self.private_outputs is not None:
+            for blob in c.exposed_reads(0):
+                if blob in self.ws.blobs and dev.movable(self.ws.blobs[blob]):
+                    self.ws.blobs[blob] = dev.to_device(self.ws.blobs[blob])
+        self._run_segments(c, n, start)
+        if self.private_outputs is not None:
+            for blob in self.private_outputs:
+                if blob in self.ws.blobs:
+                    self.ws.blobs[blob] = dev.to_host(self.ws.blobs[blob])
+
+    def _run_segments(self, c: CudaNet, n: int, start: int) -> None:
         while start < n:
             signature = {}
             for blob in c.exposed_reads(start):
@@ -296,7 +310,10 @@ class CudaRunner:
 
     def _check_inputs(self, node: Node, names: list[str], values: list[Any], on_device: bool,
                       from_ws: set[str] | None = None) -> None:
-        for name, value in zip(names, values):
+        group = node.attrs["nodes"] if node.op == "Fused" else (node,)
+        for vid, name, value in zip(node.inputs, names, values):
+            # Name the member that reads it (a fused group reports its first reader).
+            node = next((m for m in group if vid in m.inputs), group[0])
             if on_device and isinstance(value, np.ndarray) and dev.movable(value) and \
                     (from_ws is None or name in from_ws):
                 raise dev.DeviceError(f"input blob {name!r} lives on the CPU but the op runs on CUDA:0; feed "
@@ -405,4 +422,6 @@ def get_cuda_net(net: caffe2_pb2.NetDef, visible: Iterable[str] | None = None,
 
 def cuda_runner(net: caffe2_pb2.NetDef, ws: Workspace, outputs: list[str] | None = None) -> CudaRunner:
     """What ``CreateNet`` builds for a net placed (wholly or partly) on CUDA."""
-    return CudaRunner(get_cuda_net(net, outputs, outputs), ws, check=True)
+    runner = CudaRunner(get_cuda_net(net, outputs, outputs), ws, check=True)
+    runner.private_outputs = list(outputs) if outputs is not None else None
+    return runner
