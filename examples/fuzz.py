@@ -12,7 +12,7 @@ generator of tests/compiler/test_random_nets.py, serialized and mutated: as mess
 name, ``strides`` -> ``stpides``; an argument's value; a dropped argument, input or op; a repeated
 op) or as bytes (flips, small integers, insertions, deletions, truncation, NUL and non-UTF-8 bytes);
 and random nets from that generator, half of them broken on purpose (a missing input, a wrong
-dtype or shape, bad arguments, a 0-d feed). Each mutated file also goes through ``netjit show``,
+dtype or shape, bad arguments, a 0-d feed, another op type). Each mutated file also goes through ``netjit show``,
 which must list it or refuse it with a message. A quarter as many corrupted minidb/lmdb DBs are
 read back with Load. Exit status 1 when any outcome is bad.
 """
@@ -50,6 +50,7 @@ LENET = REPO.parent / "shared" / "models" / "lenet_pytorch_export"
 # Extra address space one case may take: a mutated size that would need more fails to allocate
 # (MemoryError, reported as an OpError) instead of pushing a shared machine into swap.
 CASE_MEMORY = 1 << 30
+BREAK_RATE = 0.5          # the share of random nets broken on purpose
 
 
 # ------------------------------------------------------------------------------------ outcomes
@@ -291,10 +292,26 @@ def fuzz_dbs(count: int, rng: random.Random, counts: Counter, bad: list[str]) ->
 
 
 # --------------------------------------------------------------------------------- random nets
+_SWAPPABLE: list[str] = []
+
+
+def _swappable_ops() -> list[str]:
+    """Registered op types a broken net may switch to: deterministic ones (so both executors must
+    agree) that run no host code (no files, no Python functions)."""
+    if not _SWAPPABLE:
+        from netjit.compiler.ops.registry import all_ops
+        from netjit.compiler.passes.simplify import is_deterministic
+        _SWAPPABLE.extend(sorted(t for t in all_ops() if is_deterministic(t)))
+    return _SWAPPABLE
+
+
 def _break(net: caffe2_pb2.NetDef, feeds: dict[str, np.ndarray], rng: random.Random) -> str:
     """Break a generated net on purpose; returns what was done."""
     op = net.op[rng.randrange(len(net.op))]
-    kind = rng.randrange(6)
+    kind = rng.randrange(7)
+    if kind == 6:
+        op.type = rng.choice(_swappable_ops())
+        return f"op type -> {op.type}"
     if kind == 0 and len(op.input) > 1:
         del op.input[-1]
         return "dropped an input"
@@ -352,7 +369,7 @@ def fuzz_nets(count: int, seed: int, counts: Counter, bad: list[str]) -> None:
         net = caffe2_pb2.NetDef.FromString(net.SerializeToString())
         feeds = dict(feeds)
         rng = random.Random(case_seed)
-        what = _break(net, feeds, rng) if rng.random() < 0.5 else "intact"
+        what = _break(net, feeds, rng) if rng.random() < BREAK_RATE else "intact"
         ref, ref_err = _run(net, feeds, "reference")
         got, got_err = _run(net, feeds, "compiled")
         for label, err in (("reference", ref_err), ("compiled", got_err)):
