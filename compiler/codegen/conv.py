@@ -9,6 +9,12 @@ gradients are standalone kernels.
 Channel-first 1-D and 2-D windows compile (1-D as 2-D with a height of 1). NHWC and 3-D convs head
 their group through the numpy reference instead (``host=True``); NHWC and 3-D pooling run as host
 steps.
+
+Where Conv's parts live: the record (schema, inference, reference, gradient maker and its
+``lowering`` entries naming the makers here) in ops/conv.py, argument decoding in
+ops/convpool_args.py, the reference's window views in ops/_windows.py; the kernels in
+codegen/windows.py (im2col, pools, ConvGradient), codegen/winograd.py and codegen/blas.py, their
+thread split in codegen/parallel.py, and the epilogue loop in codegen/loops.py.
 """
 from __future__ import annotations
 
