@@ -85,6 +85,9 @@ def main() -> int:
     # ITER lives in the device scope (created above, before Parallelize groups the param init net).
     dpm.Parallelize(model, input_builder_fun=add_input, forward_pass_builder_fun=add_forward,
                     param_update_builder_fun=add_update, devices=[0], cpu_device=True, rendezvous=rendezvous)
+    # The summed loss over shards, every step (AddDistributedBlobSync: an Allreduce at the net's end).
+    model.net.Copy("cpu_0/loss", "cpu_0/loss_all")
+    dpm.AddDistributedBlobSync(model, ["cpu_0/loss_all"])
     if rendezvous is not None:
         rank = rendezvous["shard_id"]
     # Seeded initializers, so the single-process run starts from the parameters rank 0 broadcasts.
@@ -116,7 +119,12 @@ def main() -> int:
         dpm.RunNet(model, 1)
         if a.ckpt_every and (step + 1) % a.ckpt_every == 0 and rank == 0:
             workspace.RunOperatorOnce(save)
-        print(f"rank {rank}: step {step} loss {float(workspace.FetchBlob('cpu_0/loss')):.6f}", flush=True)
+        loss = float(workspace.FetchBlob("cpu_0/loss"))
+        if not a.single:
+            from mpi4py import MPI
+            total = MPI.COMM_WORLD.allreduce(loss)
+            assert abs(float(workspace.FetchBlob("cpu_0/loss_all")) - total) < 1e-5 * max(1.0, abs(total))
+        print(f"rank {rank}: step {step} loss {loss:.6f}", flush=True)
     blobs = {b: workspace.FetchBlob(b) for b in params}
     np.savez(out / f"params_rank{rank}.npz", **{k.replace("/", "__"): v for k, v in blobs.items()})
     return 0

@@ -61,6 +61,19 @@ def main() -> int:
     np.testing.assert_allclose(workspace.FetchBlob("x"), want, rtol=1e-6)
     assert blobs["x"] is before, "Allreduce must reduce the blob's own array in place"
 
+    # The compiled Copy gives 'b' the array of 'a': reducing 'b' in place must leave 'a' as it was.
+    workspace.FeedBlob("src", fed(rank, (6,), np.float32, 9))
+    net = core.Net("alias")
+    net.Relu("src", "a")
+    net.Copy("a", "b")
+    net.Allreduce(["cw", "b"], ["b"], engine="MPI")
+    workspace.CreateNet(net)
+    for _ in range(2):
+        workspace.RunNet(net)
+        np.testing.assert_array_equal(workspace.FetchBlob("a"), np.maximum(fed(rank, (6,), np.float32, 9), 0))
+        want = sum(np.maximum(fed(r, (6,), np.float32, 9), 0).astype(np.float64) for r in ranks)
+        np.testing.assert_allclose(workspace.FetchBlob("b"), want, rtol=1e-6)
+
     # Several local tensors (Gloo's rule): the sum over inputs and ranks lands in every input.
     for dt in (np.float64, np.int32):
         workspace.FeedBlob("a", fed(rank, (4,), dt, 1))

@@ -4,9 +4,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.mpi.launch import REPO, mpiexec_path, rank_env
 
 
+@pytest.mark.slow
 def test_bench_mpi_prints_its_table():
     mpiexec_path()  # skip (or fail under CI) without the MPI extra
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "benchmarks" / "bench_mpi.py"), "--rounds", "1",

@@ -119,3 +119,24 @@ def test_single_host_parallelize_does_not_import_mpi4py():
             "assert 'mpi4py' not in sys.modules, 'single-host Parallelize imported mpi4py'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(REPO))
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_forward_only_parallelize_and_extract_predictor_net():
+    def predict(m, loss_scale):
+        return [brew.softmax(m, brew.fc(m, "data", "logits", dim_in=D_IN, dim_out=CLASSES), "prob")]
+
+    m = model_helper.ModelHelper(name="fwd_only")
+    dpm.Parallelize(m, input_builder_fun=lambda m: None, forward_pass_builder_fun=predict, devices=[0],
+                    cpu_device=True)
+    assert not any(op.type.endswith("Gradient") for op in m.net.Proto().op)
+    x = np.random.default_rng(2).standard_normal((5, D_IN)).astype(np.float32)
+    workspace.FeedBlob("cpu_0/data", x)
+    workspace.RunNetOnce(m.param_init_net)
+    workspace.RunNetOnce(m.net)
+    want = workspace.FetchBlob("cpu_0/prob")
+    net, params = dpm.ExtractPredictorNet(m, ["data"], ["prob"], core.DeviceOption(0))
+    assert sorted(params) == ["cpu_0/logits_b", "cpu_0/logits_w"]
+    assert list(net.Proto().external_output) == ["prob"]
+    workspace.FeedBlob("data", x)
+    workspace.RunNetOnce(net)
+    np.testing.assert_allclose(workspace.FetchBlob("prob"), want, rtol=1e-6)
