@@ -236,3 +236,15 @@ def test_iter_and_learning_rate_take_an_int32_counter(executor):
     it = workspace.FetchBlob("it")
     assert it.dtype == np.int64 and it.tolist() == [5]
     assert workspace.FetchBlob("lr") == np.float32(-0.025)
+
+
+def test_fc_axis_out_of_range_is_an_error_on_both_executors(executor):
+    # Found by examples/fuzz.py: axis=-9 on a 2-D input was taken as an empty slice by the
+    # reference (output (N,)) while the compiled plan gave another shape; Caffe2 refused it.
+    workspace.FeedBlob("x", np.ones((1, 3), np.float32))
+    workspace.FeedBlob("w", np.ones((2, 3), np.float32))
+    workspace.FeedBlob("b", np.zeros(2, np.float32))
+    net = core.Net("fc_axis")
+    net.FC(["x", "w", "b"], "y", axis=-9)
+    with pytest.raises(OpError, match=r"op #0 \(FC\).*axis -9 is out of range for a rank-2 input"):
+        workspace.RunNetOnce(net)

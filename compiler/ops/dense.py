@@ -10,6 +10,10 @@ from netjit.compiler.ops.registry import OUT_FUSABLE, Args, Lowering, TensorType
 
 
 def _fc_dims(x_shape, w_shape, axis: int, axis_w: int) -> tuple[int, int, int]:
+    # Caffe2's canonical_axis_index_: an axis outside [-ndim, ndim) is an error, not an empty slice.
+    for name, a, shape in (("axis", axis, x_shape), ("axis_w", axis_w, w_shape)):
+        if not -len(shape) <= a < len(shape):
+            raise ValueError(f"FC: {name} {a} is out of range for a rank-{len(shape)} input")
     axis = axis if axis >= 0 else axis + len(x_shape)
     axis_w = axis_w if axis_w >= 0 else axis_w + len(w_shape)
     m = math.prod(x_shape[:axis])
