@@ -7,3 +7,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[all]"
+# Compile netjit's library kernels now, on this machine, in parallel (a few minutes once; skipped
+# when already done for this code, numba and CPU), so the first net runs in seconds.
+.venv/bin/netjit warmup --if-needed || echo "netjit warmup failed (see above): kernels will compile on first use"

@@ -309,6 +309,8 @@ register_command("bench", module="netjit.bench",
                  help="time RunNet, RunNetOnce, the reference executor and the compiled net per call")
 register_command("cache", module="netjit.kernel_cache",
                  help="show the on-disk kernel cache, or trim it (--older-than DAYS, --max-size MB, --clear)")
+register_command("warmup", module="netjit.compiler.codegen.prebuild",
+                 help="compile the library's kernels now (after install), in parallel, instead of on first use")
 register_command("aot", module="netjit.compiler.aot.cli",
                  help="compile a predict net ahead of time into a bundle (NAME.so, NAME.h, weights, bundle.json)")
 

@@ -7,6 +7,11 @@ the hash of its source, imported under that name, and decorated with ``cache=Tru
 process that generates the same source imports the same file and numba loads the machine code
 from its ``__pycache__`` instead of compiling.
 
+A second, shared store holds the kernels ``netjit warmup`` prebuilt for the common op patterns
+(compiler/codegen/prebuild.py): ``library_dir()``, by default ``<sys.prefix>/share/netjit/kernels``
+(inside the virtual environment, so a fresh ``NETJIT_CACHE_DIR`` still finds them). A kernel found
+there is imported from there; every other kernel is written to the user cache.
+
 >>> fn = load_kernel("def kernel(a, o):\\n    o[0] = a[0] + 1\\n")
 >>> import numpy as np; o = np.zeros(1); fn(np.ones(1), o); float(o[0])
 2.0
@@ -45,6 +50,35 @@ def cache_dir() -> Path:
     return path
 
 
+def library_dir(create: bool = False) -> Path:
+    """The prebuilt-kernel store that ``netjit warmup`` fills: $NETJIT_LIBRARY_DIR/kernels, else
+    <sys.prefix>/share/netjit/kernels, else (not writable) the user cache's ``library/kernels``.
+    Looking up creates nothing; ``create=True`` (the warmup) makes the folder."""
+    root = os.environ.get("NETJIT_LIBRARY_DIR")
+    candidates = [Path(root) / "kernels"] if root else [
+        Path(sys.prefix) / "share" / "netjit" / "kernels", cache_dir().parent / "library" / "kernels"]
+    for path in candidates:
+        if not create:
+            if path.is_dir():
+                return path
+            continue
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if os.access(path, os.W_OK):
+                return path
+        except OSError:
+            continue
+    if create:
+        raise PermissionError(f"no writable place for prebuilt kernels among {[str(c) for c in candidates]}")
+    return candidates[0]
+
+
+def _library_path(mod_name: str) -> Path | None:
+    """Where a prebuilt copy of the module lives, if it does (one stat per new kernel)."""
+    path = library_dir() / f"{mod_name}.py"
+    return path if path.is_file() else None
+
+
 @functools.lru_cache(maxsize=None)
 def helpers_hash() -> str:
     """A digest of the hand-written modules generated kernels call into. numba's cache does not
@@ -72,7 +106,7 @@ def source_key(body: str) -> str:
 
 
 def _write_once(path: Path, text: str) -> None:
-    # Rewriting an identical file would change its mtime and invalidate numba's cache for it.
+    # Rewriting an identical file would still cost a write and race readers in other processes.
     try:
         if path.read_text() == text:
             return
@@ -94,9 +128,10 @@ def load_kernel(body: str, name: str = "kernel") -> Any:
         mod_name = f"nj_{key}"
         module = sys.modules.get(mod_name)
         if module is None:
-            text = module_source(body)
-            path = cache_dir() / f"{mod_name}.py"
-            _write_once(path, text)
+            path = _library_path(mod_name)
+            if path is None:
+                path = cache_dir() / f"{mod_name}.py"
+                _write_once(path, module_source(body))
             spec = importlib.util.spec_from_file_location(mod_name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module          # before exec: numba's cache needs to find it
