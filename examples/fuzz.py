@@ -12,7 +12,7 @@ generator of tests/compiler/test_random_nets.py, serialized and mutated: as mess
 name, ``strides`` -> ``stpides``; an argument's value; a dropped argument, input or op; a repeated
 op) or as bytes (flips, small integers, insertions, deletions, truncation, NUL and non-UTF-8 bytes);
 and random nets from that generator, half of them broken on purpose (a missing input, a wrong
-dtype or shape, bad arguments, a 0-d feed, another op type). Each mutated file also goes through ``netjit show``,
+dtype or shape, bad or out-of-range arguments, a 0-d feed, another op type). Each mutated file also goes through ``netjit show``,
 which must list it or refuse it with a message. A quarter as many corrupted minidb/lmdb DBs are
 read back with Load. Exit status 1 when any outcome is bad.
 """
@@ -308,7 +308,18 @@ def _swappable_ops() -> list[str]:
 def _break(net: caffe2_pb2.NetDef, feeds: dict[str, np.ndarray], rng: random.Random) -> str:
     """Break a generated net on purpose; returns what was done."""
     op = net.op[rng.randrange(len(net.op))]
-    kind = rng.randrange(7)
+    kind = rng.randrange(8)
+    if kind == 7:
+        from netjit.compiler.ops.registry import lookup
+        specs = lookup(op.type).schema.args
+        if specs:
+            spec = rng.choice(specs)
+            value = rng.choice([rng.randint(-3, 5), 1 << 40, rng.choice([0.0, -1.5, float("nan")]), "NHWC", [2, -1]])
+            del_args = [k for k, a in enumerate(op.arg) if a.name == spec.name]
+            for k in reversed(del_args):
+                del op.arg[k]
+            op.arg.extend(make_op("Relu", [], [], **{spec.name: value}).arg)
+            return f"{op.type} {spec.name}={value!r}"
     if kind == 6:
         op.type = rng.choice(_swappable_ops())
         return f"op type -> {op.type}"
