@@ -94,6 +94,12 @@ def real_model() -> None:
     if not (shared / "models" / "lenet_pytorch_export").exists():
         print(f"skipped: {shared} is not beside the checkout (it holds the model files and the digits)")
         return
+    from netjit.compiler.codegen import prebuild
+    from netjit.compiler.codegen.modules import library_dir
+    if prebuild.is_warm():
+        print(f"(kernels prebuilt by `netjit warmup` in {library_dir()}: the time below is mostly running)")
+    else:
+        print("(no `netjit warmup` on this machine yet: the time below includes compiling the kernels)")
     module = runpy.run_path(str(HERE / "lenet_export_predict.py"))
     module["main"]([])
 
