@@ -101,10 +101,10 @@ def build(init_net: caffe2_pb2.NetDef | Mapping[str, np.ndarray], predict_net: c
     plan = make_plan(predict_net, params, {b: (tuple(s), np.dtype(d)) for b, (s, d) in inputs.items()}, name,
                      init_proto, progress)
     t1 = time.perf_counter()
-    library, native_name, _ = entry.compile_entry(plan, cpu_name)
+    module, natives, _ = entry.compile_entry(plan, cpu_name)
     t2 = time.perf_counter()
-    impl = f"{name}_netjit_entry"
-    obj, undefined = entry.emit_object(library, native_name, impl, cpu_name, features)
+    parts = [f"{name}_netjit_part{k}" for k in range(len(natives))]
+    obj, undefined = entry.emit_object(module, natives, parts, cpu_name, features)
     t3 = time.perf_counter()
     if progress is not None:
         sys.stderr.write(f"planned and compiled kernels {t1 - t0:.1f}s, entry {t2 - t1:.1f}s, "
@@ -120,7 +120,7 @@ def build(init_net: caffe2_pb2.NetDef | Mapping[str, np.ndarray], predict_net: c
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        native.link(plan, obj, impl, staging, needs_blas)
+        native.link(plan, obj, parts, staging, needs_blas)
         (staging / f"{name}.h").write_text(native.header(plan))
         (staging / f"{name}.weights.bin").write_bytes(plan.weights_data)
         blas = next((p.name for p in staging.iterdir() if "openblas" in p.name), None)

@@ -8,7 +8,8 @@ drops what the entry cannot reach; otherwise the object would need numba's runti
 API (docs/numba-facts.md §2b). Code that allocates (im2col buffers) still calls the NRT allocator,
 which the bundle's C part supplies (native.py).
 
->>> # obj, undefined = emit_object(plan, "lenet_impl", "x86-64-v3", "")
+>>> # module, natives, source = compile_entry(plan, "x86-64-v3")
+>>> # obj, undefined = emit_object(module, natives, ["lenet_part0"], "x86-64-v3", "")
 """
 from __future__ import annotations
 
@@ -37,16 +38,6 @@ def _pointer_caster(dtype: np.dtype) -> Callable:
     return cast
 
 
-def _copy_bytes() -> Callable:
-    from numba import njit
-
-    @njit(nogil=True, error_model="numpy")
-    def copy_bytes(src, dst):
-        for i in range(src.size):
-            dst[i] = src[i]
-    return copy_bytes
-
-
 def _literal(value: Any) -> str:
     if isinstance(value, (bool, np.bool_)):
         return str(int(value))
@@ -60,54 +51,61 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def entry_source(plan: AotPlan) -> tuple[str, dict[str, Any]]:
-    """The Python source of the entry and the names it refers to (kernels, casts)."""
+# Steps per part: numba's typing and lowering grow faster than linearly with a function's size
+# (measured: ResNet-50's 57 steps in one function took 25 s to compile, LeNet's 8 took 1 s).
+PART_STEPS = 6
+
+
+def entry_source(plan: AotPlan) -> tuple[str, dict[str, Any], int]:
+    """The Python source of the entry's parts ``part0``, ``part1``, ... (each runs a few steps; the
+    C part calls them in order), the names they refer to (kernels, casts) and the part count."""
     names: dict[str, Any] = {"_inf": math.inf, "_nan": math.nan}
-    casts: dict[str, str] = {}
-    views: dict[tuple, str] = {}
-    lines = ["def entry(w, s, ins, outs):"]
-    if plan.inputs:
-        lines.append(f"    I = carray(_p_uint64(ins), ({len(plan.inputs)},))")
-    if plan.outputs:
-        lines.append(f"    O = carray(_p_uint64(outs), ({len(plan.outputs)},))")
-    casts["uint64"] = "_p_uint64"
+    casts: dict[str, str] = {"uint64": "_p_uint64"}
+    lines: list[str] = []
+    parts = max(1, (len(plan.steps) + PART_STEPS - 1) // PART_STEPS)
+    for part in range(parts):
+        views: dict[tuple, str] = {}
+        head = [f"def part{part}(w, s, ins, outs):"]
+        if plan.inputs:
+            head.append(f"    I = carray(_p_uint64(ins), ({len(plan.inputs)},))")
+        if plan.outputs:
+            head.append(f"    O = carray(_p_uint64(outs), ({len(plan.outputs)},))")
 
-    def view(slot: Slot) -> str:
-        key = (slot.region, slot.index, slot.offset, slot.shape, slot.dtype.str)
-        if key in views:
-            return views[key]
-        cast = casts.setdefault(slot.dtype.name, f"_p_{slot.dtype.name}")
-        base = {"weights": f"w + {slot.offset}", "scratch": f"s + {slot.offset}",
-                "input": f"I[{slot.index}]", "output": f"O[{slot.index}]"}[slot.region]
-        var = f"a{len(views)}"
-        views[key] = var
-        lines.append(f"    {var} = carray({cast}({base}), {tuple(slot.shape)!r})")
-        return var
+        def view(slot: Slot) -> str:
+            key = (slot.region, slot.index, slot.offset, slot.shape, slot.dtype.str)
+            if key in views:
+                return views[key]
+            cast = casts.setdefault(slot.dtype.name, f"_p_{slot.dtype.name}")
+            base = {"weights": f"w + {slot.offset}", "scratch": f"s + {slot.offset}",
+                    "input": f"I[{slot.index}]", "output": f"O[{slot.index}]"}[slot.region]
+            var = f"a{len(views)}"
+            views[key] = var
+            head.append(f"    {var} = carray({cast}({base}), {tuple(slot.shape)!r})")
+            return var
 
-    body: list[str] = []
-    for k, step in enumerate(plan.steps):
-        args = [view(a) if isinstance(a, Slot) else _literal(a) for a in step.args]
-        if step.kind == "copy":
-            names["_copy"] = _copy_bytes()
-            body.append(f"    _copy({', '.join(args)})")
-        else:
-            names[f"K{k}"] = step.kernel.fn
+        body: list[str] = []
+        for k in range(part * PART_STEPS, min(len(plan.steps), (part + 1) * PART_STEPS)):
+            step = plan.steps[k]
+            args = [view(a) if isinstance(a, Slot) else _literal(a) for a in step.args]
+            names[f"K{k}"] = step.kernel
             body.append(f"    K{k}({', '.join(args)})      # op #{step.index} {step.op_type}")
-    lines += body + ["    return 0"]
+        lines += head + body + ["    return 0", ""]
     for dtype, name in casts.items():
         names[name] = _pointer_caster(np.dtype(dtype))
-    return "\n".join(lines) + "\n", names
+    return "\n".join(lines), names, parts
 
 
-def compile_entry(plan: AotPlan, cpu: str = "") -> tuple[Any, str, str]:
-    """Compile the plan's entry with numba's ahead-of-time codegen (no JIT machine code): returns
-    the LLVM module holding it and every kernel, the entry's symbol in it and the entry's source."""
+def compile_entry(plan: AotPlan, cpu: str = "") -> tuple[Any, list[str], str]:
+    """Compile the plan's entry parts with numba's ahead-of-time codegen (no JIT machine code):
+    returns the LLVM module holding them and every kernel, the parts' symbols in it (numba's
+    calling convention: ``int32 part(int32 *ret, void **exc, int64 w, s, ins, outs)``) and the
+    source."""
     from numba import carray, types
     from numba.core.compiler import Flags, compile_extra
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
     from numba.core.runtime import nrtdynmod
-    source, names = entry_source(plan)
+    source, names, parts = entry_source(plan)
     namespace: dict[str, Any] = {"carray": carray, **names}
     exec(compile(source, f"<netjit aot entry {plan.name}>", "exec"), namespace)
     context = cpu_target.target_context.with_aot_codegen(f"netjit_aot_{plan.name}", cpu_name=cpu or "host")
@@ -119,9 +117,12 @@ def compile_entry(plan: AotPlan, cpu: str = "") -> tuple[Any, str, str]:
     flags.no_cfunc_wrapper = True
     flags.nrt = True
     flags.error_model = "numpy"
+    symbols = []
     with global_compiler_lock:
-        cres = compile_extra(cpu_target.typing_context, context, namespace["entry"], (types.int64,) * 4,
-                             types.int32, flags, locals={}, library=library)
+        for part in range(parts):
+            cres = compile_extra(cpu_target.typing_context, context, namespace[f"part{part}"], (types.int64,) * 4,
+                                 types.int32, flags, locals={}, library=library)
+            symbols.append(cres.fndesc.llvm_func_name)
         # Link the kernels' (already optimised) modules in, as numba's finalize() would, but skip
         # its O3 pass over the whole linked module: it re-optimised every kernel and took most of
         # a build (measured: 18 s of 29 s for a small CNN on the loaded 2-core VM).
@@ -132,29 +133,29 @@ def compile_entry(plan: AotPlan, cpu: str = "") -> tuple[Any, str, str]:
                 seen.add(id(lib))
                 module.link_in(lib._get_module_for_linking(), preserve=True)
         module.verify()
-    return module, cres.fndesc.llvm_func_name, source
+    return module, symbols, source
 
 
-def emit_object(mod: Any, native: str, symbol: str, cpu: str, features: str) -> tuple[bytes, list[str]]:
-    """Object code for the entry ``native`` of the LLVM module ``mod`` (see compile_entry) exported as
-    ``symbol``; also the names it still needs from outside (libc/libm, the BLAS and NRT names
-    the C part defines)."""
+def emit_object(mod: Any, natives: list[str], symbols: list[str], cpu: str,
+                features: str) -> tuple[bytes, list[str]]:
+    """Object code for the entry parts ``natives`` of the LLVM module ``mod`` (see compile_entry),
+    exported (hidden: only the C part calls them) as ``symbols``; also the names the code still
+    needs from outside (libc/libm, the BLAS and NRT names the C part defines)."""
     import llvmlite.binding as llvm
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    found = False
+    rename = dict(zip(natives, symbols))
     for fn in mod.functions:
         if fn.is_declaration:
             continue
-        if fn.name == native:
-            fn.name = symbol
+        if fn.name in rename:
+            fn.name = rename.pop(fn.name)
             fn.linkage = "external"
             fn.visibility = "hidden"        # NAME_run (the C part) is the exported door
-            found = True
         else:
             fn.linkage = "internal"
-    if not found:
-        raise RuntimeError(f"the entry symbol {native!r} is not in its own module")
+    if rename:
+        raise RuntimeError(f"entry symbols {sorted(rename)} are not in their own module")
     for gv in mod.global_variables:
         if not gv.is_declaration:
             gv.linkage = "internal"

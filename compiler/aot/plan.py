@@ -23,7 +23,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from netjit.compiler.aot import kernels as aot_kernels
 from netjit.compiler.aot.common import DTYPES, AotError
+from netjit.compiler.aot.kernels import Call
 from netjit.compiler.codegen import numba_cpu
 from netjit.compiler.ir import Graph, Node, Value, import_netdef
 from netjit.compiler.ops.registry import TensorType
@@ -68,12 +70,12 @@ class TensorSpec:
 
 @dataclass
 class Step:
-    """One call of the entry: a kernel with its arguments (ints, floats and slots), or a byte copy."""
-    kind: str                                  # "kernel" | "copy"
+    """One call of the entry: a kernel with its arguments (ints, floats and slots)."""
+    kind: str                                  # "kernel"
     index: int                                 # NetDef op index
     op_type: str
     description: str
-    kernel: numba_cpu.KernelCall | None = None
+    kernel: Any = None                         # the numba dispatcher
     args: list[Any] = field(default_factory=list)
 
 
@@ -183,8 +185,10 @@ def _place(seg: Graph, params: Mapping[str, np.ndarray], input_blobs: list[str],
            name: str, net_name: str, digest: str,
            on_kernel: Callable[[int, int, str], None] | None) -> AotPlan:
     values = seg.values
-    # Pass 1: kernels (or aliases) for every step, before any compile, so a host op fails fast.
+    # Kernels (or aliases) for every step, before any compile, so a host op fails fast.
     kernels: dict[int, numba_cpu.KernelCall] = {}
+    calls: dict[int, list[Call]] = {}
+    constants: dict[str, np.ndarray] = {}      # outputs known at plan time (Concat's split sizes)
     alias_of: dict[str, str] = {}              # value -> the value whose bytes it is
     for pos, node in enumerate(seg.nodes):
         if node.op == "Const":
@@ -204,40 +208,44 @@ def _place(seg: Graph, params: Mapping[str, np.ndarray], input_blobs: list[str],
             kc = numba_cpu.kernel_for(node, values)
         except Exception as err:  # noqa: BLE001 - the codegen's reason goes into the message
             raise _error(net_name, node, f"no compiled kernel ({type(err).__name__}: {err})") from err
-        if kc is None or kc.host_head is not None:
+        if kc is not None and kc.host_head is None:
+            kernels[pos] = kc
+            args = tuple(int(p.value) if p.kind == "dim" else p.value if p.kind == "scalar" else ("value", p.value)
+                         for p in kc.params)
+            calls[pos] = [Call(kc.fn, kc.description, args)]
+            continue
+        made = aot_kernels.MAKERS[node.op](node, values) if node.op in aot_kernels.MAKERS else None
+        if made is None:
             raise _error(net_name, node, "has no compiled kernel for these shapes (it would run on the host: "
                          "Python ops, DB readers, Print and ops without a kernel cannot go into a bundle)")
-        kernels[pos] = kc
-    _precompile(kernels, values, on_kernel)
-    return _assign(seg, params, input_blobs, output_blobs, name, net_name, digest, kernels, alias_of)
+        if node.op in aot_kernels.CONSTANT_OUTPUTS:
+            constants.update(aot_kernels.CONSTANT_OUTPUTS[node.op](node, values))
+        calls[pos] = made
+    plan = _assign(seg, params, input_blobs, output_blobs, name, net_name, digest, calls, kernels, alias_of,
+                   constants)
+    _precompile(plan.steps, on_kernel)
+    return plan
 
 
-def _precompile(kernels: Mapping[int, numba_cpu.KernelCall], values: Mapping[str, Value],
-                on_kernel: Callable[[int, int, str], None] | None) -> None:
+def _precompile(steps: list[Step], on_kernel: Callable[[int, int, str], None] | None) -> None:
     # Specialise each kernel for the types the entry passes (mutable C arrays from carray), so the
     # entry's own compile finds them done and a typing error names its op.
     from numba import from_dtype, types
-    total = len(kernels)
-    for done, kc in enumerate(kernels.values()):
+    todo = [s for s in steps if s.kernel is not None]
+    for done, step in enumerate(todo):
         if on_kernel is not None:
-            on_kernel(done, total, kc.description)
-        sig = []
-        for p in kc.params:
-            if p.kind == "dim":
-                sig.append(types.int64)
-            elif p.kind == "scalar":
-                sig.append(types.float64 if isinstance(p.value, float) else types.int64)
-            else:
-                val = values[p.value]
-                sig.append(types.Array(from_dtype(val.dtype), len(val.shape), "C"))
-        kc.fn.compile(tuple(sig))
+            on_kernel(done, len(todo), step.description)
+        sig = tuple(types.Array(from_dtype(a.dtype), len(a.shape), "C") if isinstance(a, Slot)
+                    else types.float64 if isinstance(a, float) else types.int64 for a in step.args)
+        step.kernel.compile(sig)
     if on_kernel is not None:
-        on_kernel(total, total, "")
+        on_kernel(len(todo), len(todo), "")
 
 
 def _assign(seg: Graph, params: Mapping[str, np.ndarray], input_blobs: list[str], output_blobs: list[str],
-            name: str, net_name: str, digest: str, kernels: Mapping[int, numba_cpu.KernelCall],
-            alias_of: Mapping[str, str]) -> AotPlan:
+            name: str, net_name: str, digest: str, calls: Mapping[int, list[Call]],
+            kernels: Mapping[int, numba_cpu.KernelCall], alias_of: Mapping[str, str],
+            constants: Mapping[str, np.ndarray]) -> AotPlan:
     values = seg.values
     slots: dict[str, Slot] = {}
     inputs = []
@@ -267,6 +275,8 @@ def _assign(seg: Graph, params: Mapping[str, np.ndarray], input_blobs: list[str]
         if node.op == "Const":
             add_weight(f"const:{node.attrs.get('source', 'Const')}#{node.index}:{values[node.outputs[0]].blob}",
                        node.outputs[0], node.attrs["value"])
+    for value_name, arr in constants.items():
+        add_weight(f"const:{values[value_name].blob}", value_name, arr)
     # Outputs: a kernel writes straight into the caller's buffer unless the value is an input,
     # weight or alias (or leaves under two names): those are copied at the end.
     outputs: list[TensorSpec] = []
@@ -279,28 +289,28 @@ def _assign(seg: Graph, params: Mapping[str, np.ndarray], input_blobs: list[str]
         outputs.append(TensorSpec(blob, tuple(val.shape), val.dtype))
         slot = Slot("output", k, 0, tuple(val.shape), val.dtype)
         if value_name in slots or value_name in alias_of or value_name in {s for s, _ in copies} \
-                or not any(value_name in n.outputs for pos, n in enumerate(seg.nodes) if pos in kernels):
+                or not any(value_name in n.outputs for pos, n in enumerate(seg.nodes) if pos in calls):
             copies.append((value_name, slot))
         else:
             slots[value_name] = slot
-    scratch_bytes = _plan_scratch(seg, kernels, alias_of, slots)
+    scratch_bytes = _plan_scratch(seg, calls, kernels, alias_of, slots)
     steps: list[Step] = []
     for pos, node in enumerate(seg.nodes):
-        if pos not in kernels:
-            continue
-        kc = kernels[pos]
-        args: list[Any] = []
-        for p in kc.params:
-            if p.kind == "dim":
-                args.append(int(p.value))
-            elif p.kind == "scalar":
-                args.append(p.value)
-            else:
-                args.append(_home(p.value, slots, alias_of))
-        steps.append(Step("kernel", node.index, node.describe(), kc.description, kc, args))
+        for call in calls.get(pos, ()):
+            args: list[Any] = []
+            for a in call.args:
+                if isinstance(a, tuple):
+                    home = _home(a[1], slots, alias_of)
+                    if a[0] == "flat":
+                        home = Slot(home.region, home.index, home.offset, (home.nbytes // home.dtype.itemsize,),
+                                    home.dtype)
+                    args.append(home)
+                else:
+                    args.append(a)
+            steps.append(Step("kernel", node.index, node.describe(), call.description, call.fn, args))
     for value_name, slot in copies:
         src = _home(value_name, slots, alias_of)
-        steps.append(Step("copy", -1, "Copy", f"output {outputs[slot.index].name!r}", None,
+        steps.append(Step("kernel", -1, "Copy", f"output {outputs[slot.index].name!r}", aot_kernels.copy_flat,
                           [Slot(src.region, src.index, src.offset, (src.nbytes,), np.dtype(np.uint8)),
                            Slot("output", slot.index, 0, (slot.nbytes,), np.dtype(np.uint8))]))
     return AotPlan(name, net_name, inputs, outputs, weights, b"".join(chunks), scratch_bytes, steps, digest)
@@ -311,8 +321,8 @@ def _home(value_name: str, slots: Mapping[str, Slot], alias_of: Mapping[str, str
     return slots[root]
 
 
-def _plan_scratch(seg: Graph, kernels: Mapping[int, numba_cpu.KernelCall], alias_of: Mapping[str, str],
-                  slots: dict[str, Slot]) -> int:
+def _plan_scratch(seg: Graph, calls: Mapping[int, list[Call]], kernels: Mapping[int, numba_cpu.KernelCall],
+                  alias_of: Mapping[str, str], slots: dict[str, Slot]) -> int:
     """Arena offsets for kernel outputs without a home yet. A value lives from its step to the
     last read of it or of any alias of it; elementwise kernels may overwrite a dying input."""
     values = seg.values
@@ -321,7 +331,7 @@ def _plan_scratch(seg: Graph, kernels: Mapping[int, numba_cpu.KernelCall], alias
     for pos, node in enumerate(seg.nodes):
         for name in node.inputs:
             last[alias_of.get(name, name)] = pos
-        if pos in kernels:
+        if pos in calls:
             for name in node.outputs:
                 if name not in slots:
                     start[name] = pos
