@@ -39,6 +39,7 @@ def load_mpi() -> Any:
         # its peer needs to finish the step. Measured on the 2-core VM under load: a 2-rank LeNet step
         # went from 412 to 146 ms when waiting ranks yield. Read at MPI_Init; the user's value wins.
         os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
+    first = "mpi4py.MPI" not in sys.modules
     try:
         from mpi4py import MPI
     except ImportError as err:
@@ -46,7 +47,23 @@ def load_mpi() -> Any:
             f"collective ops run on MPI through mpi4py, which is not installed ({err}); install the "
             f"extra with `{INSTALL_HINT}` (it brings mpi4py and Open MPI), then launch ranks with "
             f"`mpiexec -n N python script.py`") from None
+    if first:
+        share_cores()
     return MPI
+
+
+def share_cores() -> int:
+    """Give each of the ranks on this machine its share of the cores for the compiled kernels'
+    threads (``numba.set_num_threads``), unless NUMBA_NUM_THREADS says otherwise: a compiled plan
+    owns the cores it runs on, and two ranks that each start a thread per core fight over them.
+    Returns the thread count in effect."""
+    import numba
+    local = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or os.environ.get("MPI_LOCALNRANKS") or 1)
+    if local > 1 and "NUMBA_NUM_THREADS" not in os.environ:
+        share = max(1, len(os.sched_getaffinity(0)) // local)
+        if share < numba.get_num_threads():
+            numba.set_num_threads(share)
+    return numba.get_num_threads()
 
 
 @dataclass

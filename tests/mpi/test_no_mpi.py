@@ -1,4 +1,5 @@
-"""Without mpi4py: CreateCommonWorld says which extra to install, and nothing else imports mpi4py."""
+"""Without mpi4py: CreateCommonWorld says which extra to install, and nothing else imports mpi4py.
+Also: ranks on one machine split its cores between their compiled kernels."""
 from __future__ import annotations
 
 import subprocess
@@ -31,3 +32,22 @@ def test_netjit_does_not_import_mpi4py():
             "assert 'mpi4py' not in sys.modules, 'mpi4py imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(REPO))
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_ranks_on_one_machine_share_the_cores(monkeypatch):
+    import os
+
+    import numba
+
+    from netjit.runtime.mpi_world import share_cores
+    before = numba.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
+    try:
+        assert share_cores() == min(before, max(1, cores // 2))
+        numba.set_num_threads(before)
+        monkeypatch.setenv("NUMBA_NUM_THREADS", str(before))   # the user's setting wins
+        assert share_cores() == before
+    finally:
+        numba.set_num_threads(before)
