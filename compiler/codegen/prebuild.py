@@ -60,8 +60,8 @@ def run_warmup_net(net: WarmupNet) -> dict[str, int]:
         with executor("compiled"):
             if net.predictor:
                 predictor = workspace.Predictor(net.init or caffe2_pb2.NetDef(name="init"), net.predict)
-                for _ in range(net.runs):
-                    predictor.run(net.feeds)
+                for batch in net.batches:
+                    predictor.run({k: _batched(v, batch) for k, v in net.feeds.items()})
             else:
                 if net.init is not None:
                     workspace.RunNetOnce(net.init)
@@ -75,6 +75,12 @@ def run_warmup_net(net: WarmupNet) -> dict[str, int]:
         workspace.SwitchWorkspace(current)
     after = kernel_stats()
     return {key: after[key] - before[key] for key in after}
+
+
+def _batched(value, batch: int):
+    """``value`` (batch 1 or more) repeated along axis 0 to ``batch`` rows."""
+    import numpy as np
+    return np.ascontiguousarray(np.resize(value, (batch, *value.shape[1:])))
 
 
 def model_net(init_path: Path, predict_path: Path) -> WarmupNet:

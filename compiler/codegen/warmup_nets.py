@@ -36,6 +36,9 @@ class WarmupNet:
     init: caffe2_pb2.NetDef | None = None
     runs: int = 1
     predictor: bool = False
+    batches: tuple[int, ...] = (1,)
+    """Predictor nets run once per batch size: a loop nest collapses size-1 dims, so batch 1 and
+    batch > 1 fuse into different kernels (any batch > 1 shares one)."""
 
 
 def given_init_net(name: str, weights: dict[str, np.ndarray]) -> caffe2_pb2.NetDef:
@@ -59,7 +62,7 @@ class _Builder:
 
     def _param(self, shape: tuple[int, ...], scale: float = 0.1, positive: bool = False) -> str:
         self.count += 1
-        name = f"p{self.count}"
+        name = f"_w{self.count}"
         value = self.rng.standard_normal(shape).astype(np.float32) * scale
         self.feeds[name] = np.abs(value) + 0.5 if positive else value
         self.net.external_input.append(name)
@@ -92,16 +95,16 @@ class _Builder:
         self.op("Softmax", [y], "prob")
         self.net.external_output.append("prob")
 
-    def done(self) -> WarmupNet:
+    def done(self, batches: tuple[int, ...] = (1,)) -> WarmupNet:
         """A Predictor-served net: weights in a GivenTensorFill init net, "data" fed."""
         weights = {k: v for k, v in self.feeds.items() if k != "data"}
         return WarmupNet(self.net.name, self.net, {"data": self.feeds["data"]},
-                         init=given_init_net(self.net.name, weights), predictor=True)
+                         init=given_init_net(self.net.name, weights), predictor=True, batches=batches)
 
 
 def lenet_onnx() -> WarmupNet:
     """LeNet as Caffe2 exported it from PyTorch through ONNX: bias-free Conv + broadcast Add."""
-    b = _Builder("lenet_onnx", (4, 1, 28, 28))
+    b = _Builder("lenet_onnx", (1, 1, 28, 28))
     x = "data"
     for i, m in enumerate((20, 50)):
         y = b.conv(x, f"c{i}", m, 5, bias=False)
@@ -112,7 +115,7 @@ def lenet_onnx() -> WarmupNet:
     h = b.op("FC", ["flat", b._param((500, 800)), b._param((500,))], "fc3", 500)
     b.op("FC", [h, b._param((10, 500)), b._param((10,))], "logits", 10)
     b.net.external_output.append("logits")
-    return b.done()
+    return b.done(batches=(1, 8))
 
 
 def _lenet_model(train: bool):
