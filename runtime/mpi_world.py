@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 INSTALL_HINT = "pip install netjit[mpi]"
@@ -89,7 +89,6 @@ class CommonWorld:
     timeout_s: float
     engine: str = "MPI"
     closed: bool = False
-    ops_run: dict[int, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         state = "destroyed" if self.closed else f"rank {self.rank} of {self.size}"

@@ -4,8 +4,9 @@ FileStoreHandlerCreate / RedisStoreHandlerCreate.
 
 All are HOST ops: the compiled executor plans and fuses the segments between them and runs them in
 Python against the workspace. Tensors are reduced in place through mpi4py's buffer interface
-(``MPI.IN_PLACE`` on the blob's own numpy array: no staging copy). Nets written for Gloo
-(``engine="GLOO"``) run on MPI unchanged; netjit says so once per process.
+(``MPI.IN_PLACE`` on the blob's own numpy array: no staging copy, unless another blob shares that
+array). Nets written for Gloo (``engine="GLOO"``) run on MPI unchanged; netjit says so once per
+process. ``Allreduce(..., netjit_async=1)`` only starts its reduction; the next collective finishes it.
 
     init.FileStoreHandlerCreate([], ["store"], path="/tmp/rdv", prefix="job")
     init.CreateCommonWorld(["store"], ["cw"], size=2, rank=shard_id, engine="GLOO")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import netjit
-from caffe2.python import brew, core, model_helper, workspace
+from caffe2.python import brew, model_helper, workspace
 
 from tests.mpi.launch import REPO
 

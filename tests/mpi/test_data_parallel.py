@@ -3,7 +3,6 @@ batch, and the fault path (a SIGKILLed rank is named by the survivor; training r
 checkpoint to the same parameters as an uninterrupted run)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
