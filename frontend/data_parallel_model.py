@@ -105,9 +105,12 @@ def Parallelize(model_helper_obj: ModelHelper, input_builder_fun: Callable, forw
     adds the updates. ``optimize_gradient_memory``/``dynamic_memory_management`` are accepted and
     left to the compiler, which plans every net's buffers itself; ``use_nccl`` has no meaning here.
     """
-    if shared_model or combine_spatial_bn:
-        raise ValueError("shared_model and combine_spatial_bn (single-node multi-device options) are not "
-                         "supported by netjit's data_parallel_model; give each device its own copy")
+    if combine_spatial_bn and devices is not None and len(list(devices)) > 1:
+        raise ValueError("combine_spatial_bn (batch statistics across the devices of one process) is not "
+                         "supported by netjit's data_parallel_model; with one device per process it has "
+                         "nothing to combine")
+    if shared_model and not cpu_device:
+        raise ValueError("Shared model only supported on CPU")
     current = scope.CurrentDeviceScope()
     if current is not None and current.device_type != caffe2_pb2.CPU:
         raise ValueError(f"Parallelize must be called without a device scope, device scope was: {current}")
@@ -123,7 +126,8 @@ def Parallelize(model_helper_obj: ModelHelper, input_builder_fun: Callable, forw
     model = model_helper_obj
     model._device_type = caffe2_pb2.CPU if cpu_device else caffe2_pb2.CUDA
     model._device_prefix = "cpu" if cpu_device else "gpu"
-    model._shared_model = False
+    # One parameter copy for all local devices (CPU): non-first copies are remapped to the first.
+    model._shared_model = bool(shared_model) and len(devices) > 1
     rendezvous = _resolve_rendezvous(rendezvous)
     log.info("Parallelizing model for devices: %s (shard %s of %s)", devices,
              rendezvous["shard_id"] if rendezvous else 0, rendezvous["num_shards"] if rendezvous else 1)
@@ -192,6 +196,9 @@ def Parallelize(model_helper_obj: ModelHelper, input_builder_fun: Callable, forw
     else:
         log.info("NOTE: Param builder function did not create any parameters.")
 
+    all_params = set(model.GetParams(""))
+    if model._shared_model:
+        _PruneParametersForSharing(model)
     if param_update_builder_fun is not None:
         for device in devices:
             with core.DeviceScope(core.DeviceOption(model._device_type, device)):
@@ -199,6 +206,8 @@ def Parallelize(model_helper_obj: ModelHelper, input_builder_fun: Callable, forw
                     param_update_builder_fun(model)
     else:
         model._optimizer = optimizer_builder_fun(model)
+    if model._shared_model:
+        _RemapParameterBlobsForSharedModel(model, all_params)
 
     sync_blobs, sync_names = _ComputeBlobsToSync(model)
     model._device_grouped_blobs.update(_GroupByDevice(model, devices, sync_blobs, []))
@@ -422,9 +431,12 @@ class CollectivesConcurrencyControl:
 def _Broadcast(devices: list, model: ModelHelper, net: core.Net, param: str) -> None:
     """Copy the first device's blob to the other local devices."""
     master = devices[0]
+    group = model._device_grouped_blobs[param]
     for d in devices[1:]:
+        if d not in group:
+            continue   # a shared parameter has one copy
         with core.DeviceScope(core.DeviceOption(model._device_type, d)):
-            net.Copy(model._device_grouped_blobs[param][master], model._device_grouped_blobs[param][d])
+            net.Copy(group[master], group[d])
 
 
 def _AllReduceBlobs(blob_names: list, devices: list, model: ModelHelper, net: core.Net, rendezvous: dict | None,
@@ -439,7 +451,8 @@ def _AllReduceBlobs(blob_names: list, devices: list, model: ModelHelper, net: co
                                  f"slices is not supported (as in Caffe2 on CPU)")
             with core.DeviceScope(core.DeviceOption(model._device_type, devices[0])):
                 net.Sum(group, [group[0]], name="dpm")
-            _Broadcast(devices, model, net, name)
+            if not model._shared_model:   # shared: only the first copy's gradient updates the parameter
+                _Broadcast(devices, model, net, name)
         return
     context = CollectivesConcurrencyControl("allreduce", max_concurrent_distributed_ops, model.param_init_net,
                                             rendezvous)
@@ -482,6 +495,39 @@ def _SyncAllParams(devices: list, model: ModelHelper, init_net: core.Net | None,
 # --------------------------------------------------------------------------------------------
 # Blob bookkeeping
 # --------------------------------------------------------------------------------------------
+def _PruneParametersForSharing(model: ModelHelper) -> None:
+    """Keep only the first device's parameters, so update ops are made for them alone."""
+    master = f"{model._device_prefix}_{model._devices[0]}/"
+    model.params = model.GetParams(master)
+    kept = {str(p) for p in model.params}
+    model.param_to_grad = {p: g for p, g in model.param_to_grad.items() if str(p) in kept}
+    model.weights = [w for w in model.weights if str(w) in kept]
+    model.biases = [b for b in model.biases if str(b) in kept]
+
+
+def _RemapParameterBlobsForSharedModel(model: ModelHelper, all_params: set) -> None:
+    """Drop the initializers of the other devices' parameter copies and point their readers at the
+    first device's copy; the groups of those parameters keep the first copy only."""
+    master = f"{model._device_prefix}_{model._devices[0]}/"
+    all_names = {str(p) for p in all_params}
+    masters = {str(p) for p in model.GetParams()}
+    others = all_names - masters
+
+    def remap(net: core.Net) -> None:
+        proto = net.Proto()
+        ops = [op for op in proto.op if not set(op.output) & others]
+        for op in ops:
+            op.input[:] = [master + stripBlobName(b) if b in others else b for b in op.input]
+        del proto.op[:]
+        proto.op.extend(ops)
+    remap(model.param_init_net)
+    remap(model.net)
+    for name in {stripBlobName(b) for b in others}:
+        group = model._device_grouped_blobs.get(name)
+        if group is not None:
+            model._device_grouped_blobs[name] = {model._devices[0]: group[model._devices[0]]}
+
+
 def stripBlobName(param: Any) -> str:
     """``"cpu_0/conv1_w"`` -> ``"conv1_w"`` (everything after the first name-scope separator)."""
     if isinstance(param, core.GradientSlice):

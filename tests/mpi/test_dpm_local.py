@@ -30,14 +30,15 @@ def _sgd(m):
         m.net.WeightedSum([param, one, m.param_to_grad[param], lr], param)
 
 
-def _train(devices: list[int], x: np.ndarray, y: np.ndarray, steps: int) -> model_helper.ModelHelper:
+def _train(devices: list[int], x: np.ndarray, y: np.ndarray, steps: int, **options) -> model_helper.ModelHelper:
     m = model_helper.ModelHelper(name=f"local_{len(devices)}")
     with core.NameScope("cpu_0"):
         m.param_init_net.ConstantFill([], "ITER", shape=[1], value=0, dtype=core.DataType.INT64)
     dpm.Parallelize(m, input_builder_fun=lambda m: None, forward_pass_builder_fun=_forward,
-                    param_update_builder_fun=_sgd, devices=devices, cpu_device=True)
-    for i, op in enumerate(m.param_init_net.Proto().op):
-        op.device_option.random_seed = 7 + i
+                    param_update_builder_fun=_sgd, devices=devices, cpu_device=True, **options)
+    for op in m.param_init_net.Proto().op:
+        # Seeded by the op's output, so a model that drops some initializers draws the same values.
+        op.device_option.random_seed = 7 + sum(map(ord, op.output[0]))
     per = len(x) // len(devices)
     for k, d in enumerate(devices):
         workspace.FeedBlob(f"cpu_{d}/data", x[k * per:(k + 1) * per])
@@ -140,3 +141,21 @@ def test_forward_only_parallelize_and_extract_predictor_net():
     workspace.FeedBlob("data", x)
     workspace.RunNetOnce(net)
     np.testing.assert_allclose(workspace.FetchBlob("prob"), want, rtol=1e-6)
+
+
+def test_shared_model_keeps_one_parameter_copy_and_matches_one_device():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((12, D_IN)).astype(np.float32)
+    y = rng.integers(0, CLASSES, 12).astype(np.int32)
+    m = _train([0, 1], x, y, steps=3, shared_model=True)
+    init_outputs = {o for op in m.param_init_net.Proto().op for o in op.output}
+    assert "cpu_0/h_w" in init_outputs and "cpu_1/h_w" not in init_outputs
+    assert not any("cpu_1/h_w" in op.input for op in m.net.Proto().op)
+    assert [str(p) for p in m.params] == ["cpu_0/h_w", "cpu_0/h_b", "cpu_0/pred_w", "cpu_0/pred_b"]
+    got = {n: workspace.FetchBlob(f"cpu_0/{n}") for n in ("h_w", "h_b", "pred_w", "pred_b")}
+    workspace.ResetWorkspace()
+    _train([0], x, y, steps=3, shared_model=True, combine_spatial_bn=True)   # one device: both are no-ops
+    for n, v in got.items():
+        np.testing.assert_allclose(v, workspace.FetchBlob(f"cpu_0/{n}"), rtol=0, atol=1e-5, err_msg=n)
+    with pytest.raises(ValueError, match="combine_spatial_bn"):
+        _train([0, 1], x, y, steps=1, combine_spatial_bn=True)
