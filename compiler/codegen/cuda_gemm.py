@@ -27,6 +27,10 @@ from netjit.compiler.codegen.cuda_kernels import (CudaKernel, Launch, RED, SIM, 
 from netjit.compiler.ir import Node, Value
 
 TILE = 4 if SIM else 16
+# The simulator runs every thread as a Python thread and every syncthreads() as a barrier between
+# them, which makes the tiled kernel minutes slow at LeNet sizes there: the simulator runs the plain
+# kernel (one output per thread) unless NETJIT_CUDA_TILED=1; tests run the tiled one explicitly.
+TILED = not SIM or os.environ.get("NETJIT_CUDA_TILED", "0") == "1"
 MAX_TILE_GRID = 2 if SIM else 65535
 F32 = np.dtype(np.float32)
 _K: dict[str, Any] = {}
@@ -92,6 +96,25 @@ def kernels() -> dict[str, Any]:
                     c[at(row, col, n, 1, c_p, m)] = v
                 tn += cuda.gridDim.x
             tm += cuda.gridDim.y
+
+    @cuda.jit
+    def gemm_plain(a, b, c, bias, m, n, k, alpha, a_rs, a_cs, a_p, b_rs, b_cs, b_p, c_p, bias_mode, relu):
+        i = cuda.grid(1)
+        while i < m * n:
+            row = i // n
+            col = i - row * n
+            acc = float32(0)
+            for q in range(k):
+                acc += a[at(row, q, a_rs, a_cs, a_p, m)] * b[at(q, col, b_rs, b_cs, b_p, k)]
+            v = acc * alpha
+            if bias_mode == 1:
+                v += bias[col]
+            elif bias_mode == 2:
+                v += bias[row]
+            if relu and v < 0:
+                v = float32(0)
+            c[at(row, col, n, 1, c_p, m)] = v
+            i += cuda.gridsize(1)
 
     @cuda.jit
     def im2col(x, col, nb, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow):
@@ -192,7 +215,7 @@ def kernels() -> dict[str, Any]:
             dx[i] = acc
             i += cuda.gridsize(1)
 
-    _K.update(gemm=gemm, im2col=im2col, col2im=col2im, pool=pool, pool_grad=pool_grad)
+    _K.update(gemm=gemm, gemm_plain=gemm_plain, im2col=im2col, col2im=col2im, pool=pool, pool_grad=pool_grad)
     return _K
 
 
@@ -200,21 +223,28 @@ class Gemm:
     """One configured GEMM launch: shapes, operand layouts and epilogue fixed at plan time."""
 
     def __init__(self, m: int, n: int, k: int, a: tuple[int, int, int], b: tuple[int, int, int],
-                 c_p: int = 0, bias_mode: int = 0, relu: bool = False, alpha: float = 1.0):
+                 c_p: int = 0, bias_mode: int = 0, relu: bool = False, alpha: float = 1.0,
+                 tiled: bool | None = None):
         self.m, self.n, self.k = m, n, k
         self.a, self.b, self.c_p = a, b, c_p
         self.bias_mode, self.relu, self.alpha = bias_mode, int(relu), np.float32(alpha)
-        self.grid = (max(1, min(tiles(n), MAX_TILE_GRID)), max(1, min(tiles(m), MAX_TILE_GRID)))
-        self.block = (TILE, TILE)
+        self.tiled = TILED if tiled is None else tiled
+        if self.tiled:
+            self.grid = (max(1, min(tiles(n), MAX_TILE_GRID)), max(1, min(tiles(m), MAX_TILE_GRID)))
+            self.block = (TILE, TILE)
+        else:
+            blocks, threads = launch_shape(m * n)
+            self.grid, self.block = (blocks,), (threads,)
 
     def __call__(self, a: Any, b: Any, c: Any, bias: Any = None) -> None:
-        g = kernels()["gemm"]
+        g = kernels()["gemm" if self.tiled else "gemm_plain"]
         bias = flat(bias) if bias is not None else flat(c)
         g[self.grid, self.block](flat(a), flat(b), flat(c), bias, self.m, self.n, self.k, self.alpha,
                                  *self.a, *self.b, self.c_p, self.bias_mode, self.relu)
 
     def launch(self, what: str) -> Launch:
-        return Launch(f"gemm {what} {self.m}x{self.n}x{self.k}", "numba-cuda", self.grid, self.block)
+        kind = "gemm" if self.tiled else "gemm(plain)"
+        return Launch(f"{kind} {what} {self.m}x{self.n}x{self.k}", "numba-cuda", self.grid, self.block)
 
 
 def _f32(values: Mapping[str, Value], names: Any) -> bool:

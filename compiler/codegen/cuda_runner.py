@@ -48,6 +48,8 @@ class CudaStep:
     value: Any = None             # a folded constant (on its device)
     on_device: bool = True        # where the op is placed
     note: str = ""
+    copies_in: tuple[str, ...] = ()    # host steps: blobs copied device -> host before it runs
+    copies_out: tuple[str, ...] = ()   # ... and host -> device after
 
 
 @dataclass
@@ -137,7 +139,21 @@ class CudaNet:
         fallbacks: list[strict.Fallback] = []
         for node in seg.nodes:
             steps += self._steps_for(node, seg, fallbacks)
+        self._mark_copies(seg, steps, dict(sig))
         return CudaPlan(start, stop, seg, steps, sig, fallbacks)
+
+    def _mark_copies(self, seg: Graph, steps: list[CudaStep], sig: Mapping[str, Any]) -> None:
+        """Which blobs each host step copies (explain() lists them): where every value lives."""
+        on_gpu = {vid for blob, vid in seg.inputs.items() if blob in sig and sig[blob][1] == "cuda"}
+        for s in steps:
+            outs = s.node.outputs
+            if s.kind == "kernel" or (s.kind in ("const", "copy") and s.on_device):
+                on_gpu.update(outs)
+            elif s.kind == "host" and s.on_device:
+                s.copies_in = tuple(seg.values[v].blob for v in s.node.inputs if v in on_gpu)
+                if s.node.op not in numba_cuda.KEEP_ON_HOST:
+                    s.copies_out = tuple(seg.values[v].blob for v in outs)
+                    on_gpu.update(outs)
 
     def _steps_for(self, node: Node, seg: Graph, fallbacks: list[strict.Fallback]) -> list[CudaStep]:
         here = self.on_device(node)
@@ -163,7 +179,7 @@ class CudaNet:
             for m in node.attrs["nodes"]:
                 out += self._steps_for(m, seg, fallbacks)
             return out
-        note = "host (inputs copied from the device, outputs back)" if here else "host (op placed on CPU)"
+        note = "host (no GPU kernel)" if here else "host (op placed on CPU)"
         return [CudaStep("host", node, on_device=here, note=note)]
 
     # Running ----------------------------------------------------------------------------------
@@ -230,8 +246,8 @@ class CudaNet:
                         lines.append(f"        kernel {ln.name} backend={ln.backend} grid={ln.grid} block={ln.block}")
                 elif s.kind == "host":
                     lines.append(f"{head}  {s.note}")
-                    if s.on_device:
-                        lines.append(f"        copies: device->host {blobs(n.inputs)}; host->device {blobs(n.outputs)}")
+                    if s.copies_in or s.copies_out:
+                        lines.append(f"        copies: device->host {list(s.copies_in)}; host->device {list(s.copies_out)}")
                 elif s.kind == "copy":
                     lines.append(f"{head}  explicit copy {'host->device' if s.on_device else 'device->host'}")
                 else:
@@ -338,6 +354,8 @@ class CudaRunner:
         except Exception as err:  # noqa: BLE001 - located and re-raised
             self._fail(node, err, None)
         outs = [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
+        if node.op in numba_cuda.KEEP_ON_HOST:
+            return outs
         return [dev.to_device(o) if on_device and dev.movable(o) else o for o in outs]
 
     def _copy(self, node: Node, value: Any) -> Any:
@@ -366,7 +384,9 @@ class CudaRunner:
             if s.kind == "copy":
                 env[node.outputs[0]] = self._copy(node, ins[0])
                 continue
-            ws_in = {g.values[i].blob for i in node.inputs if i in from_ws}
+            # A device op's host step may read host blobs (Caffe2's Iter counter and LearningRate
+            # keep theirs on the CPU in GPU nets); a kernel may not.
+            ws_in = {g.values[i].blob for i in node.inputs if i in from_ws} if s.kind == "kernel" else set()
             self._check_inputs(node, names, ins, s.on_device, ws_in)
             if s.kind == "host":
                 outs = self._host(node, ins, s.on_device)
@@ -390,7 +410,7 @@ class CudaRunner:
         if node.op in numba_cuda.TO_DEVICE | numba_cuda.TO_HOST:
             outs = [self._copy(node, ins[0])]
         else:
-            self._check_inputs(node, names, ins, on_device)
+            self._check_inputs(node, names, ins, on_device, set())
             outs = self._host(node, ins, on_device)
         for b, v in zip(node.proto.output, outs):
             self.ws.blobs[b] = v

@@ -30,6 +30,9 @@ BACKEND = "numba-cuda"
 # Ops that move a blob between devices: the runner does the copy itself (see cuda_runner.py).
 TO_DEVICE = frozenset({"CopyCPUToGPU"})
 TO_HOST = frozenset({"CopyGPUToCPU", "EnsureCPUOutput"})
+# Caffe2 keeps these ops' outputs on the CPU even when the op is placed on a GPU (the iteration
+# counter is read on the host by LearningRate and the checkpointing ops).
+KEEP_ON_HOST = frozenset({"Iter", "AtomicIter"})
 
 
 def entry(op_type: str, name: str) -> Callable[..., Any] | None:

@@ -60,7 +60,7 @@ def test_device_scope_brew_and_copies_with_explain():
     e = np.exp(y - y.max(1, keepdims=True))
     np.testing.assert_allclose(workspace.FetchBlob("sm_cpu"), e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-6)
     text = workspace._ws().nets[model.net.Name()].compiled.explain(sources=False)
-    assert "FC+Relu (epilogue)" in text or "gemm FC" in text
+    assert "Fused(FC,Relu)" in text and "FC+Relu 2x3x4" in text    # Relu in the GEMM epilogue: one launch
     assert "explicit copy device->host" in text and "grid=" in text and "block=" in text
 
 

@@ -99,3 +99,27 @@ def test_pool_gradient_matches_reference_and_finite_differences(op):
         xp[idx] += eps
         xm[idx] -= eps
         assert abs((loss(xp) - loss(xm)) / (2 * eps) - got["dX"][idx]) < 2e-2
+
+
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "plain"])
+def test_gemm_kernels_against_numpy(tiled):
+    """Both GEMM kernels (the simulator's default is the plain one), every operand layout: plain,
+    transposed, and the channel layout of a convolution's [N, C, P] tensors, with the epilogue."""
+    from netjit.compiler.codegen.cuda_gemm import Gemm
+    from netjit.runtime.device import cuda
+    m, n, k = 5, 6, 7
+    a, b, bias = f32(m, k), f32(k, n), f32(n)
+    c = cuda().device_array((m, n), np.float32)
+    Gemm(m, n, k, (k, 1, 0), (n, 1, 0), bias_mode=1, relu=True, tiled=tiled)(
+        cuda().to_device(a), cuda().to_device(b), c, cuda().to_device(bias))
+    np.testing.assert_allclose(c.copy_to_host(), np.maximum(a @ b + bias, 0), rtol=1e-5, atol=1e-5)
+    at = np.ascontiguousarray(a.T)
+    Gemm(m, n, k, (1, m, 0), (n, 1, 0), alpha=0.5, tiled=tiled)(cuda().to_device(at), cuda().to_device(b), c)
+    np.testing.assert_allclose(c.copy_to_host(), 0.5 * a @ b, rtol=1e-5, atol=1e-5)
+    # Channel layout: B is dY [N=2, C=k, P=3] seen as [k, 2*3]; C written as [N=2, m, P=3].
+    dy = f32(2, k, 3)
+    out = cuda().device_array((2, m, 3), np.float32)
+    Gemm(m, 6, k, (k, 1, 0), (0, 0, 3), c_p=3, bias_mode=2, tiled=tiled)(
+        cuda().to_device(a), cuda().to_device(dy), out, cuda().to_device(bias[:m].copy()))
+    want = np.einsum("mk,nkp->nmp", a, dy) + bias[:m][None, :, None]
+    np.testing.assert_allclose(out.copy_to_host(), want, rtol=1e-5, atol=1e-5)
