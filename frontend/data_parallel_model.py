@@ -104,6 +104,8 @@ def Parallelize(model_helper_obj: ModelHelper, input_builder_fun: Callable, forw
     ``optimizer_builder_fun(model)`` (called once; its result is kept as ``model._optimizer``)
     adds the updates. ``optimize_gradient_memory``/``dynamic_memory_management`` are accepted and
     left to the compiler, which plans every net's buffers itself; ``use_nccl`` has no meaning here.
+    ``shared_model`` (CPU) keeps one parameter copy for all local devices; ``combine_spatial_bn`` is
+    accepted with one device per process (nothing to combine) and refused with more.
     """
     if combine_spatial_bn and devices is not None and len(list(devices)) > 1:
         raise ValueError("combine_spatial_bn (batch statistics across the devices of one process) is not "

@@ -75,13 +75,15 @@ def test_killed_rank_is_named_and_training_resumes_from_checkpoint(uninterrupted
 def test_default_mode_launcher_names_the_lost_rank(tmp_path):
     # Without --with-ft, Open MPI's launcher itself reports the dead rank and ends the job.
     start = time.time()
-    proc = run_ranks([SCRIPT, "--out", str(tmp_path), "--steps", "4", "--batch", "4",
+    # (The script says engine="GLOO", as old Caffe2 scripts do: it runs on MPI all the same.)
+    proc = run_ranks([SCRIPT, "--out", str(tmp_path), "--steps", "4", "--batch", "4", "--engine", "GLOO",
                       "--kill-rank", "1", "--kill-at", "1"], timeout=90)
     end = time.time()
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert end - float((tmp_path / "killed_at").read_text()) < 30
     assert "rank 1" in out and ("signal 9" in out or "Killed" in out), out[-3000:]
+    assert "rank 0: step 0 loss" in out and "engine='GLOO' run on MPI" in out, out[-3000:]
 
 
 def test_hung_rank_trips_the_watchdog(tmp_path):
