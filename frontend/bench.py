@@ -3,6 +3,7 @@
     netjit bench                                   # the basics tutorial net (3 GaussianFill + FC)
     netjit bench predict_net.pb --init init_net.pb --input data=1,3,224,224 --per-op
     netjit bench net.pbtxt --repeat 9 --warmup 20 --json
+    netjit bench --device cuda                     # on the GPU: RunNet, launches, per-kernel device time
 
 Each row is timed in its own workspace: after ``--warmup`` calls, ``--repeat`` batches of calls are
 timed (the batch size is chosen so that one batch takes about ``--batch-seconds``); the table
@@ -176,6 +177,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-seconds", type=float, default=0.2)
     parser.add_argument("--per-op", action="store_true", help="also time each op's reference")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: run the net on the GPU (bench_cuda.py): RunNet vs RunNetOnce, kernel "
+                             "launches per run, each kernel's device time from CUDA events")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         feeds = dict(_parse_input(t) for t in args.input)
     except ValueError as err:
         raise CommandError(str(err)) from None
+    if args.device == "cuda":
+        return _run_cuda(net, init_net, feeds, args)
     rows = bench_net(net, init_net, feeds, args.warmup, args.repeat, args.batch_seconds)
     ops = per_op(net, init_net, feeds) if args.per_op else []
     if args.json:
@@ -200,4 +206,25 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(ops, "per op (numpy reference)"))
         print()
         print("\n".join(compiled_steps(net)))
+    return 0
+
+
+def _run_cuda(net: caffe2_pb2.NetDef, init_net: caffe2_pb2.NetDef | None, feeds: dict[str, np.ndarray],
+              args: argparse.Namespace) -> int:
+    from netjit.bench_cuda import report
+    from netjit.cli import CommandError
+    from netjit.runtime.errors import NetJitError
+    try:
+        got = report(net, init_net, feeds, args)
+    except NetJitError as err:
+        raise CommandError(str(err)) from None
+    if args.json:
+        print(json.dumps({"net": net.name, "device": "cuda", "where": got["where"], "launches_per_run": got["launches"],
+                          "rows": [asdict(r) for r in got["rows"]], "kernels": [asdict(r) for r in got["kernels"]]},
+                         indent=2))
+        return 0
+    print(format_table(got["rows"], f"net {net.name!r}: {len(net.op)} ops on {got['where']}, per-call time"))
+    print(f"kernel launches per run: {got['launches']}")
+    print()
+    print(format_table(got["kernels"], "per kernel step, device time (CUDA events)"))
     return 0

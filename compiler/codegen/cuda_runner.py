@@ -276,6 +276,8 @@ class CudaRunner:
         self.kernel_launches = 0      # launches so far (bench reads it)
         # A private workspace (a Predictor's): host feeds go up to the device, outputs come back.
         self.private_outputs: list[str] | None = None
+        # Set by ``netjit bench --device cuda``: called with (step, device milliseconds) per kernel step.
+        self.profile: Any = None
 
     def context(self, node: Node) -> LazyContext:
         ctx = self.contexts.get(node.index)
@@ -393,7 +395,10 @@ class CudaRunner:
             else:
                 outs = [self._buffer((pid, pos, k), g.values[o], ins) for k, o in enumerate(node.outputs)]
                 try:
-                    s.kernel.run(ins, outs)
+                    if self.profile is None:
+                        s.kernel.run(ins, outs)
+                    else:
+                        self._timed(s, ins, outs)
                 except Exception as err:  # noqa: BLE001 - located and re-raised
                     self._fail(node, err, g)
                 self.kernel_launches += len(s.kernel.launches)
@@ -401,6 +406,16 @@ class CudaRunner:
         for blob, vid in g.outputs.items():
             if vid in env:
                 self.ws.blobs[blob] = env[vid]
+
+    def _timed(self, s: CudaStep, ins: list[Any], outs: list[Any]) -> None:
+        """Run a kernel step between two CUDA events and report its device time."""
+        cuda = dev.cuda()
+        start, end = cuda.event(), cuda.event()
+        start.record()
+        s.kernel.run(ins, outs)
+        end.record()
+        end.synchronize()
+        self.profile(s, start.elapsed_time(end))
 
     def _barrier(self, node: Node) -> None:
         """A node whose outputs could not be typed ahead: its reference on the host, by blob name."""

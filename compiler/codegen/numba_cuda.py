@@ -66,10 +66,10 @@ def _producer_kernel(make_head: Callable[..., Any] | None, node: Node, values: M
         else:
             gemm(a[1], pre.cols(a[0]), target, a[2] if len(a) > 2 else None)
 
-    if relu:
+    if relu or not rest:
         def run(ins: list[Any], outs: list[Any]) -> None:
             run_head(ins, outs[0])
-        return CudaKernel(run, f"{head.op}+Relu (epilogue)", launches)
+        return CudaKernel(run, f"{head.op}+Relu (epilogue)" if relu else head.op, launches)
     out_vals = tuple(o for o in node.outputs if o != head_out)
     rendered = render_elementwise(tuple(rest), out_vals, tuple(node.attrs["shape"]), values)
     if rendered is None:

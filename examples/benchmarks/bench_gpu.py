@@ -1,0 +1,234 @@
+"""GPU benchmarks of the numba-cuda backend, with PyTorch eager beside them where it is on the GPU.
+
+    python examples/benchmarks/bench_gpu.py            # on a GPU machine (gpu_check.sh runs this)
+    NUMBA_ENABLE_CUDASIM=1 python examples/benchmarks/bench_gpu.py --tiny   # tiny sizes, simulator
+
+Rows (the issue's targets):
+1. a fused elementwise chain (Scale, Relu, Tanh written in place: one kernel) over 64M float32,
+   as a fraction of the device-to-device copy bandwidth (target >= 70%);
+2. ResNet-50 (zoo predict net, random weights) at batch 32 vs PyTorch eager (target <= 1.5x);
+3. one LeNet training step (examples/mnist.py's net) at batch 64 vs PyTorch eager (target <= 1.5x);
+4. RunNet overhead of the tiny basics net on the GPU vs on the CPU (target <= 2x + launches).
+Under ``--tiny`` the sizes shrink so the CUDA simulator finishes in seconds (its timings mean
+nothing) and ResNet-50 is left out.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from netjit import brew, core, model_helper, workspace
+from netjit.bench import small_net, time_calls
+from netjit.bench_cuda import on_gpu
+from netjit.proto import caffe2_pb2
+from netjit.runtime import device as dev
+
+REPO = Path(__file__).resolve().parents[2]
+GPU = core.DeviceOption(caffe2_pb2.CUDA, 0)
+
+
+def _median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def _torch_cuda() -> Any:
+    try:
+        import torch
+        return torch if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - absent: the PyTorch column is left empty
+        return None
+
+
+# ------------------------------------------------------------------------------ 1. fused chain
+def fused_chain(n: int, repeat: int) -> dict[str, Any]:
+    net = core.Net("chain")
+    net.Scale(["x"], ["y"], scale=0.5)
+    net.Relu(["y"], ["y"])
+    net.Tanh(["y"], ["y"])
+    net.RunAllOnGPU()
+    workspace.FeedBlob("x", np.random.default_rng(0).standard_normal(n, dtype=np.float32), GPU)
+    workspace.CreateNet(net, overwrite=True)
+    workspace.RunNet("chain")
+    runner = workspace._ws().nets["chain"]
+    times: list[float] = []
+    runner.profile = lambda step, ms: times.append(ms)
+    for _ in range(repeat):
+        workspace.RunNet("chain")
+    runner.profile = None
+    kernel_ms = statistics.median(times)
+    launches = runner.compiled.plans()[0].launches_per_run
+    cuda = dev.cuda()
+    src, dst = workspace._ws().get("x"), cuda.device_array(n, np.float32)
+    copy_times = []
+    for _ in range(repeat + 1):
+        a, b = cuda.event(), cuda.event()
+        a.record()
+        dst.copy_to_device(src)
+        b.record()
+        b.synchronize()
+        copy_times.append(a.elapsed_time(b))
+    copy_ms = statistics.median(copy_times[1:])
+    gbs = lambda ms: 2 * n * 4 / (ms * 1e-3) / 1e9 if ms > 0 else float("nan")  # noqa: E731
+    return {"n": n, "launches": launches, "kernel_ms": kernel_ms, "copy_ms": copy_ms,
+            "kernel_gbs": gbs(kernel_ms), "copy_gbs": gbs(copy_ms),
+            "fraction": copy_ms / kernel_ms if kernel_ms > 0 else float("nan")}
+
+
+# ------------------------------------------------------------------------------ 2. ResNet-50
+def resnet50(batch: int, repeat: int) -> dict[str, Any]:
+    from netjit import zoo
+    if "resnet50" not in zoo.zoo_models():
+        return {"skipped": f"no zoo nets under {zoo.zoo_dir()} (set NETJIT_ZOO_DIR)"}
+    net, data, shape = zoo.load_zoo_net("resnet50")
+    net = on_gpu(net)
+    for name, value in zoo.random_zoo_weights("resnet50").items():
+        workspace.FeedBlob(name, value, GPU)
+    x = np.random.default_rng(1).standard_normal((batch,) + tuple(shape[1:])).astype(np.float32)
+    workspace.FeedBlob(data, x, GPU)
+    workspace.CreateNet(net, overwrite=True)
+
+    def step() -> None:
+        workspace.RunNet(net.name)
+        dev.synchronize()
+    out: dict[str, Any] = {"netjit_ms": _median_ms(step, repeat)}
+    torch = _torch_cuda()
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001
+        torch = None
+    if torch is not None:
+        import torchvision
+        model = torchvision.models.resnet50().cuda().eval()
+        xt = torch.from_numpy(x).cuda()
+
+        def tstep() -> None:
+            with torch.no_grad():
+                model(xt)
+            torch.cuda.synchronize()
+        out["torch_ms"] = _median_ms(tstep, repeat)
+    return out
+
+
+# ------------------------------------------------------------------------------ 3. LeNet step
+def _mnist() -> Any:
+    spec = importlib.util.spec_from_file_location("netjit_examples_mnist_bench", REPO / "examples" / "mnist.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def lenet_step(batch: int, repeat: int, tiny: bool) -> dict[str, Any]:
+    mnist = _mnist()
+    size = 10 if tiny else 28
+    model = model_helper.ModelHelper(name="lenet_bench", arg_scope=mnist.ARG_SCOPE)
+    with core.DeviceScope(GPU):
+        if tiny:   # the same layers at a size the simulator runs quickly
+            c1 = brew.conv(model, "data", "conv1", dim_in=1, dim_out=4, kernel=3)
+            p1 = brew.max_pool(model, c1, "pool1", kernel=2, stride=2)
+            c2 = brew.conv(model, p1, "conv2", dim_in=4, dim_out=6, kernel=3)
+            p2 = brew.max_pool(model, c2, "pool2", kernel=2, stride=2)
+            f3 = brew.relu(model, brew.fc(model, p2, "fc3", dim_in=6, dim_out=16), "fc3")
+            softmax = brew.softmax(model, brew.fc(model, f3, "pred", 16, 10), "softmax")
+        else:
+            softmax = mnist.AddLeNetModel(model, "data")
+        mnist.AddTrainingOperators(model, softmax, "label", checkpoint_every=10 ** 9)
+    workspace.RunNetOnce(model.param_init_net)
+    rng = np.random.default_rng(2)
+    workspace.FeedBlob("data", rng.random((batch, 1, size, size), dtype=np.float32), GPU)
+    workspace.FeedBlob("label", rng.integers(0, 10, batch).astype(np.int32), GPU)
+    workspace.CreateNet(model.net, overwrite=True)
+
+    def step() -> None:
+        workspace.RunNet(model.net.Name())
+        dev.synchronize()
+    out: dict[str, Any] = {"netjit_ms": _median_ms(step, repeat, warmup=1)}
+    torch = _torch_cuda()
+    if torch is not None and not tiny:
+        nn = torch.nn
+        net = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
+                            nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10)).cuda()
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        xt = torch.rand(batch, 1, 28, 28, device="cuda")
+        yt = torch.randint(0, 10, (batch,), device="cuda")
+
+        def tstep() -> None:
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt), yt).backward()
+            opt.step()
+            torch.cuda.synchronize()
+        out["torch_ms"] = _median_ms(tstep, repeat)
+    return out
+
+
+# ------------------------------------------------------------------------------ 4. overhead
+def overhead(batch_seconds: float) -> dict[str, Any]:
+    net = small_net()
+    workspace.CreateNet(net, overwrite=True)
+    cpu = time_calls("cpu", lambda: workspace.RunNet(net.name), 5, 5, batch_seconds)
+    gnet = on_gpu(net)
+    workspace.CreateNet(gnet, overwrite=True)
+
+    def run() -> None:
+        workspace.RunNet(gnet.name)
+        dev.synchronize()
+    gpu = time_calls("gpu", run, 5, 5, batch_seconds)
+    launches = workspace._ws().nets[gnet.name].compiled.plans()[0].launches_per_run
+    return {"cpu_us": cpu.median_us, "gpu_us": gpu.median_us, "launches": launches}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes (the CUDA simulator, CI)")
+    parser.add_argument("--repeat", type=int, default=None)
+    args = parser.parse_args(argv)
+    if dev.num_cuda_devices() == 0:
+        print("no GPU (and NUMBA_ENABLE_CUDASIM is unset): nothing to measure", file=sys.stderr)
+        return 2
+    repeat = args.repeat or (2 if args.tiny else 10)
+    where = "CUDA simulator (timings meaningless)" if dev.simulator_enabled() else dev.cuda().get_current_device().name
+    print(f"bench_gpu on {where}")
+    rows = []
+    c = fused_chain(4096 if args.tiny else 64 * 2 ** 20, repeat)
+    rows.append((f"fused chain {c['n']} f32 ({c['launches']} launch)", f"{c['kernel_ms']:.3f} ms "
+                 f"{c['kernel_gbs']:.0f} GB/s", f"d2d copy {c['copy_gbs']:.0f} GB/s",
+                 f"{100 * c['fraction']:.0f}% of copy (>= 70%)"))
+    if args.tiny:
+        rows.append(("ResNet-50 b32", "skipped (--tiny)", "", ""))
+    else:
+        r = resnet50(32, repeat)
+        if "skipped" in r:
+            rows.append(("ResNet-50 b32", r["skipped"], "", ""))
+        else:
+            t = r.get("torch_ms")
+            rows.append(("ResNet-50 b32 predict", f"{r['netjit_ms']:.2f} ms", f"{t:.2f} ms" if t else "n/a",
+                         f"{r['netjit_ms'] / t:.2f}x (<= 1.5x)" if t else ""))
+    lb = 2 if args.tiny else 64
+    s = lenet_step(lb, repeat, args.tiny)
+    t = s.get("torch_ms")
+    rows.append((f"LeNet train step b{lb}{' (small)' if args.tiny else ''}", f"{s['netjit_ms']:.2f} ms",
+                 f"{t:.2f} ms" if t else "n/a", f"{s['netjit_ms'] / t:.2f}x (<= 1.5x)" if t else ""))
+    o = overhead(0.02 if args.tiny else 0.2)
+    rows.append((f"tiny net RunNet ({o['launches']} launch)", f"{o['gpu_us']:.1f} us", f"CPU {o['cpu_us']:.1f} us",
+                 f"{o['gpu_us'] / o['cpu_us']:.2f}x CPU (<= 2x + launches)"))
+    print(f"{'benchmark':40s} {'netjit':>22s} {'reference':>22s}  ratio / target")
+    for name, a, b, r in rows:
+        print(f"{name:40s} {a:>22s} {b:>22s}  {r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
