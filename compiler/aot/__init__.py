@@ -92,10 +92,9 @@ def build_bundle(init_net: Any, predict_net: Any, inputs: Mapping[str, Any], nam
                  timeout: float | None = None) -> dict[str, Any]:
     """Build the bundle ``out/`` (NAME.so, NAME.h, NAME.weights.bin, bundle.json) from an init
     and a predict net (paths to ``.pb``/``.pbtxt`` files, NetDefs or ``core.Net``s; the init net
-    may also be a dict of parameter arrays, blob -> array). ``inputs``:
-    blob -> shape, or (shape, dtype) (default float32); inputs it omits come from a
-    ``value_info.json`` beside the predict net file where there is one (the model zoo's). Returns
-    the manifest; raises
+    may also be a dict of parameter arrays, blob -> array). ``inputs``: blob -> shape, or
+    (shape, dtype) (default float32); inputs it omits come from a ``value_info.json`` beside the
+    predict net file where there is one (the model zoo's). Returns the manifest; raises
     :class:`AotError` for a net that cannot be bundled (nothing is written then).
 
     >>> # build_bundle(init, predict, {"data": (1, 3, 224, 224)}, "resnet50", "build/resnet50")

@@ -2,7 +2,8 @@
 
 For each net and batch it builds a bundle (timing the build), then times, median over repeats:
 - ``jit``: ``workspace.Predictor(init, predict).run([x])`` (compiled, warm);
-- ``aot-c``: the bundle's C entry ``NAME_run`` called through ctypes on preallocated buffers;
+- ``aot-c``: the bundle's C entry ``NAME_run`` called through ctypes on preallocated buffers
+  (OpenBLAS pinned to one thread, the default; ``aot-c-2t``: ``NAME_set_blas_threads(2)``);
 - ``aot-py``: ``netjit.aot.load(folder).run([x])`` (checks inputs, allocates the outputs);
 and the max abs difference between the bundle's and the JIT's outputs.
 
@@ -38,8 +39,8 @@ def zoo_net(name: str) -> tuple[Any, Any, str, tuple[int, ...]]:
     net, data, shape = zoo.load_zoo_net(name)
     for blob, value in zoo.random_zoo_weights(name).items():
         workspace.FeedBlob(blob, value)
-    init, predict = mobile_exporter.Export(workspace, net, [b for b in zoo.zoo_param_shapes(name)])
-    return init, predict, data, tuple(shape[1:])
+    init, _ = mobile_exporter.Export(workspace, net, list(zoo.zoo_param_shapes(name)))
+    return init, net, data, tuple(shape[1:])
 
 
 def median_us(fn: Callable[[], Any], repeat: int, budget_s: float = 20.0) -> float:
@@ -55,8 +56,10 @@ def median_us(fn: Callable[[], Any], repeat: int, budget_s: float = 20.0) -> flo
     return statistics.median(times) * 1e6
 
 
-def c_entry(folder: Path, name: str, x: np.ndarray, out_shape: tuple[int, ...]) -> Callable[[], int]:
+def c_entry(folder: Path, name: str, x: np.ndarray, out_shape: tuple[int, ...],
+            blas_threads: int = 1) -> Callable[[], int]:
     lib = ctypes.CDLL(str(folder / f"{name}.so"))
+    getattr(lib, f"{name}_set_blas_threads")(blas_threads)
     for f in ("weights_bytes", "scratch_bytes"):
         getattr(lib, f"{name}_{f}").restype = ctypes.c_size_t
     weights = np.fromfile(folder / f"{name}.weights.bin", np.uint8)
@@ -80,14 +83,15 @@ def bench(label: str, make: Callable[[], tuple], batches: list[int], repeat: int
         manifest = build_bundle(init, predict, {data: (batch,) + item_shape}, name, out_root / name, progress=False)
         build_s = time.perf_counter() - t
         bundle = aot.load(out_root / name)
-        want, = predictor.run([x])
-        got, = bundle.run([x])
+        want = predictor.run({data: x})[0]
+        got = bundle.run({data: x})[0]
         diff = float(np.abs(got - want).max())
         scale = float(np.abs(want).max())
-        jit = median_us(lambda: predictor.run([x]), repeat)
+        jit = median_us(lambda: predictor.run({data: x}), repeat)
         aot_c = median_us(c_entry(out_root / name, name, x, got.shape), repeat)
-        aot_py = median_us(lambda: bundle.run([x]), repeat)
-        print(f"{label:10s} {batch:5d} {jit:12.1f} {aot_c:12.1f} {aot_py:12.1f} {aot_c / jit:8.2f}x "
+        aot_py = median_us(lambda: bundle.run({data: x}), repeat)
+        aot_c2 = median_us(c_entry(out_root / name, name, x, got.shape, blas_threads=2), repeat)
+        print(f"{label:10s} {batch:5d} {jit:12.1f} {aot_c:12.1f} {aot_py:12.1f} {aot_c2:12.1f} {aot_c / jit:8.2f}x "
               f"{aot_py / jit:8.2f}x {diff:10.2e} {diff / max(scale, 1e-30):10.2e} {build_s:9.1f} "
               f"{len(manifest['steps']):6d}", flush=True)
 
@@ -100,7 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     makers = {"lenet": lenet, **{m: (lambda m=m: zoo_net(m)) for m in zoo.zoo_models()}}
     batches = [int(b) for b in args.batches.split(",")]
-    print(f"{'net':10s} {'batch':>5s} {'jit us':>12s} {'aot-c us':>12s} {'aot-py us':>12s} {'c/jit':>9s} "
+    print(f"{'net':10s} {'batch':>5s} {'jit us':>12s} {'aot-c us':>12s} {'aot-py us':>12s} {'aot-c-2t us':>12s} "
+          f"{'c/jit':>9s} "
           f"{'py/jit':>9s} {'max|diff|':>10s} {'rel diff':>10s} {'build s':>9s} {'kernels':>6s}")
     with tempfile.TemporaryDirectory(prefix="bench-aot-") as tmp:
         for net in args.nets.split(","):

@@ -34,7 +34,7 @@ def squeezenet(classes: int = 10) -> tuple:
     x = _fire(model, x, "fire3", 32, 8, 16)
     x = brew.max_pool(model, x, "pool3", kernel=3, stride=2)
     x = _fire(model, x, "fire4", 32, 16, 32)
-    x = brew.dropout(model, x, "drop", ratio=0.5, is_test=True)
+    x = model.net.Dropout(x, "drop", ratio=0.5, is_test=1)     # an alias in a bundle
     x = brew.relu(model, brew.conv(model, x, "conv10", 64, classes, kernel=1), "relu10")
     x = brew.average_pool(model, x, "pool10", global_pooling=True)
     brew.softmax(model, model.net.Flatten(x, "flat"), "prob")
