@@ -95,15 +95,15 @@ def child(case: str) -> dict:
         if case == "squeezenet":
             from netjit.compiler.codegen import warmup_nets
             b = _squeezenet(warmup_nets)
-            net, weights, x = b.net, {k: v for k, v in b.feeds.items() if k != "data"}, b.feeds["data"]
+            net, weights, x = b.net, {k: v for k, v in b.feeds.items() if k != "data"}, {"data": b.feeds["data"]}
         else:
             from netjit import zoo
-            net, _, _ = zoo.load_zoo_net(case)
-            weights, x = zoo.random_zoo_weights(case), zoo.random_zoo_input(case)
+            net, data, _ = zoo.load_zoo_net(case)
+            weights, x = zoo.random_zoo_weights(case), {data: zoo.random_zoo_input(case)}
         for name, value in weights.items():
             workspace.FeedBlob(name, value)
         t0 = time.perf_counter()
-        workspace.Predictor(caffe2_pb2.NetDef(name="init"), net).run([x])
+        workspace.Predictor(caffe2_pb2.NetDef(name="init"), net).run(x)
     done = time.perf_counter()
     # Setup before t0 (reading files, making random weights) is not compile work: left out.
     return {"import": imported - start, "first": done - t0, "total": (imported - start) + (done - t0),
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="fresh processes per cold figure")
     parser.add_argument("--warm-repeats", type=int, default=3, help="fresh processes per warm figure")
     parser.add_argument("-j", "--workers", type=int, default=None, help="netjit warmup's workers")
+    parser.add_argument("--reuse", type=Path, help="a scratch folder of an earlier run: keep its warmup")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child)))
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lenet_predict needs {SHARED}/models: skipped")
         args.nets.remove("lenet_predict")
 
-    root = Path(tempfile.mkdtemp(prefix="netjit-bench-compile-"))
+    root = args.reuse or Path(tempfile.mkdtemp(prefix="netjit-bench-compile-"))
     numba_dir, library = root / "numba", root / "library"
     fresh = iter(range(10 ** 6))
 
@@ -157,16 +158,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  install run {i}: {rows['lenet_predict']['install'][-1]:.2f} s", flush=True)
 
     start = time.perf_counter()
+    reuse = args.reuse is not None and (library / "kernels").is_dir()
     warm_env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_dir), "NETJIT_LIBRARY_DIR": str(library)}
     cmd = [sys.executable, "-c", "import sys; from netjit.cli import main; sys.exit(main(sys.argv[1:]))", "warmup"]
     if args.workers:
         cmd += ["-j", str(args.workers)]
-    proc = subprocess.run(cmd, env=warm_env, cwd=REPO, capture_output=True, text=True, timeout=7200)
-    if proc.returncode != 0:
-        raise RuntimeError(f"netjit warmup failed:\n{proc.stderr[-3000:]}")
-    warmup_s = time.perf_counter() - start
-    print(proc.stdout.rstrip())
-    print(f"netjit warmup (from nothing cached): {warmup_s:.1f} s", flush=True)
+    if reuse:
+        warmup_s = float("nan")
+        print(f"reusing the warmup in {root}")
+    else:
+        proc = subprocess.run(cmd, env=warm_env, cwd=REPO, capture_output=True, text=True, timeout=7200)
+        if proc.returncode != 0:
+            raise RuntimeError(f"netjit warmup failed:\n{proc.stderr[-3000:]}")
+        warmup_s = time.perf_counter() - start
+        print(proc.stdout.rstrip())
+        print(f"netjit warmup (from nothing cached): {warmup_s:.1f} s", flush=True)
 
     for net in args.nets:
         states = (["cold lib"] if args.cold_lib else []) + ["cold"]
@@ -175,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.repeats):
                 user = empty()
                 env = {"NUMBA_CACHE_DIR": str(numba_dir), "NETJIT_CACHE_DIR": user, "NETJIT_LIBRARY_DIR": lib}
-                got = run_child(net, env)
+                try:
+                    got = run_child(net, env)
+                except RuntimeError as err:
+                    print(f"  {net} {state}: {err}", flush=True)
+                    break
                 rows[net].setdefault(state, []).append(got["total"])
                 print(f"  {net} {state} run {i}: {got['total']:.2f} s ({got['cache_misses']} kernels compiled, "
                       f"{got['cache_hits']} loaded)", flush=True)
@@ -184,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                         warm = run_child(net, env)
                         rows[net].setdefault("warm", []).append(warm["first"])
                         rows[net].setdefault("import", []).append(warm["import"])
+                        print(f"  {net} warm: {warm['first']:.2f} s beyond import ({warm['import']:.2f} s), "
+                              f"{warm['cache_misses']} compiled", flush=True)
 
     print(f"\nload average at end: {os.getloadavg()}")
     print(f"seconds to the first output in a new process, min / median; netjit warmup took {warmup_s:.1f} s")
