@@ -163,3 +163,152 @@ def device_copy(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
     def run(ins: list[Any], outs: list[Any]) -> None:
         outs[0].copy_to_device(ins[0])
     return CudaKernel(run, node.op, [Launch("memcpy d2d", "cuda-runtime", (), ())])
+
+
+# ---------------------------------------------------------------------------------------------
+# SpatialBN in training mode: per-channel statistics as shared-memory reductions (NCHW)
+# ---------------------------------------------------------------------------------------------
+_BN: dict[str, Any] = {}
+
+
+def bn_kernels() -> dict[str, Any]:
+    if _BN:
+        return _BN
+    reduce_kernels()        # sets the cuda_kernels module's ``cuda`` global the kernels below use
+    from netjit.compiler.codegen import cuda_kernels as ck
+    src = '''
+def bn_stats(x, mean, var, new_mean, new_var, saved_mean, saved_inv, n, c, p, eps, momentum):
+    # One block per channel: the mean, then the biased variance (two passes, as the reference).
+    sm = cuda.shared.array(RED, float32)
+    tid = cuda.threadIdx.x
+    ch = cuda.blockIdx.x
+    count = n * p
+    while ch < c:
+        acc = float32(0)
+        j = tid
+        while j < count:
+            b = j // p
+            acc += x[(b * c + ch) * p + j - b * p]
+            j += RED
+        sm[tid] = acc
+        m = block_sum(sm, tid) / count
+        cuda.syncthreads()
+        acc = float32(0)
+        j = tid
+        while j < count:
+            b = j // p
+            d = x[(b * c + ch) * p + j - b * p] - m
+            acc += d * d
+            j += RED
+        sm[tid] = acc
+        v = block_sum(sm, tid) / count
+        if tid == 0:
+            saved_mean[ch] = m
+            saved_inv[ch] = 1 / math.sqrt(v + eps)
+            new_mean[ch] = mean[ch] * momentum + m * (1 - momentum)
+            new_var[ch] = var[ch] * momentum + v * (1 - momentum)
+        cuda.syncthreads()
+        ch += cuda.gridDim.x
+
+
+def bn_apply(x, scale, bias, mean, inv, y, total, c, p):
+    i = cuda.grid(1)
+    while i < total:
+        ch = (i // p) % c
+        y[i] = (x[i] - mean[ch]) * inv[ch] * scale[ch] + bias[ch]
+        i += cuda.gridsize(1)
+
+
+def bn_grad_sums(x, dy, mean, inv, dscale, dbias, n, c, p):
+    sm = cuda.shared.array(RED, float32)
+    tid = cuda.threadIdx.x
+    ch = cuda.blockIdx.x
+    while ch < c:
+        acc = float32(0)
+        acc2 = float32(0)
+        j = tid
+        while j < n * p:
+            b = j // p
+            k = (b * c + ch) * p + j - b * p
+            acc += dy[k] * (x[k] - mean[ch]) * inv[ch]
+            acc2 += dy[k]
+            j += RED
+        sm[tid] = acc
+        s1 = block_sum(sm, tid)
+        cuda.syncthreads()
+        sm[tid] = acc2
+        s2 = block_sum(sm, tid)
+        if tid == 0:
+            dscale[ch] = s1
+            dbias[ch] = s2
+        cuda.syncthreads()
+        ch += cuda.gridDim.x
+
+
+def bn_grad_apply(x, scale, dy, mean, inv, dscale, dbias, dx, total, c, p, count):
+    i = cuda.grid(1)
+    while i < total:
+        ch = (i // p) % c
+        xhat = (x[i] - mean[ch]) * inv[ch]
+        dx[i] = scale[ch] * inv[ch] * (dy[i] - (dbias[ch] + xhat * dscale[ch]) / count)
+        i += cuda.gridsize(1)
+'''
+    from numba import float32
+    env = {"cuda": ck.cuda, "math": math, "float32": float32, "RED": RED,
+           "block_sum": ck._REDUCE["block_sum"]}
+    exec(compile(src, "<netjit-cuda batchnorm>", "exec"), env)  # noqa: S102 - our own kernels
+    for name in ("bn_stats", "bn_apply", "bn_grad_sums", "bn_grad_apply"):
+        _BN[name] = ck.cuda.jit(env[name])
+    return _BN
+
+
+def _bn_dims(node: Node, values: Mapping[str, Value], n_in: int, n_out: int) -> tuple[int, int, int] | None:
+    order = node.attrs.get("order", "NCHW")
+    order = order.decode() if isinstance(order, bytes) else order
+    if (node.attrs.get("is_test") or order != "NCHW" or int(node.attrs.get("num_batches", 1)) != 1
+            or len(node.inputs) != n_in or len(node.outputs) != n_out or not _f32(values, *node.inputs)):
+        return None
+    shape = tuple(values[node.inputs[0]].shape)
+    # Per-channel operands: all but X (and dY, the gradient's input 2).
+    channel = [v for k, v in enumerate(node.inputs) if k and not (node.op == "SpatialBNGradient" and k == 2)]
+    if len(shape) < 2 or any(tuple(values[v].shape) != (shape[1],) for v in channel):
+        return None
+    return shape[0], shape[1], math.prod(shape[2:])
+
+
+def spatial_bn_train(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
+    dims = _bn_dims(node, values, 5, 5)
+    if dims is None:
+        return None
+    n, c, p = dims
+    eps, mom = np.float32(node.attrs.get("epsilon", 1e-5)), np.float32(node.attrs.get("momentum", 0.9))
+    ks = bn_kernels()
+    grid = row_blocks(c)
+    blocks, threads = launch_shape(n * c * p)
+
+    def run(ins: list[Any], outs: list[Any]) -> None:
+        x, scale, bias, mean, var = (flat(a) for a in ins)
+        y, new_mean, new_var, saved_mean, saved_inv = (flat(a) for a in outs)
+        ks["bn_stats"][grid, RED](x, mean, var, new_mean, new_var, saved_mean, saved_inv, n, c, p, eps, mom)
+        ks["bn_apply"][blocks, threads](x, scale, bias, saved_mean, saved_inv, y, n * c * p, c, p)
+    return CudaKernel(run, "SpatialBN", [Launch("bn_stats", "numba-cuda", (grid,), (RED,)),
+                                         Launch("bn_apply", "numba-cuda", (blocks,), (threads,))])
+
+
+def spatial_bn_gradient(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
+    dims = _bn_dims(node, values, 5, 3)
+    if dims is None:
+        return None
+    n, c, p = dims
+    ks = bn_kernels()
+    grid = row_blocks(c)
+    blocks, threads = launch_shape(n * c * p)
+
+    def run(ins: list[Any], outs: list[Any]) -> None:
+        x, scale, dy, mean, inv = (flat(a) for a in ins)
+        dx, dscale, dbias = (flat(a) for a in outs)
+        ks["bn_grad_sums"][grid, RED](x, dy, mean, inv, dscale, dbias, n, c, p)
+        ks["bn_grad_apply"][blocks, threads](x, scale, dy, mean, inv, dscale, dbias, dx, n * c * p, c, p,
+                                             np.float32(n * p))
+    return CudaKernel(run, "SpatialBNGradient", [Launch("bn_grad_sums", "numba-cuda", (grid,), (RED,)),
+                                                 Launch("bn_grad_apply", "numba-cuda", (blocks,), (threads,))])

@@ -343,10 +343,15 @@ class CudaRunner:
                                       net=self.net.name, index=node.index, op_type=node.op, blob=name)
 
     def _buffer(self, key: tuple, want: Any, ins: list[Any]) -> Any:
-        buf = self._buffers.get(key)
+        """The step's output buffer from the last runs: two per output, so that an update written
+        back to its own blob (param = WeightedSum(param, ...)) alternates instead of allocating."""
         shape, dtype = tuple(want.shape), want.dtype
-        if buf is None or tuple(buf.shape) != shape or np.dtype(buf.dtype) != dtype or any(buf is a for a in ins):
-            buf = self._buffers[key] = dev.cuda().device_array(shape, dtype)
+        bufs = [b for b in self._buffers.get(key, ()) if tuple(b.shape) == shape and np.dtype(b.dtype) == dtype]
+        for buf in bufs:
+            if not any(buf is a for a in ins):
+                return buf
+        buf = dev.cuda().device_array(shape, dtype)
+        self._buffers[key] = (bufs + [buf])[-2:]
         return buf
 
     def _host(self, node: Node, ins: list[Any], on_device: bool) -> list[Any]:

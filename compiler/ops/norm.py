@@ -10,7 +10,7 @@ import numpy as np
 from netjit.compiler.ops.common import same_as
 from netjit.compiler.ops.gradients import GradientContext, simple_gradient
 from netjit.compiler.ops.per_channel import PerChannel, channel_axis, channel_view
-from netjit.compiler.ops.registry import OPAQUE, Args, TensorType, arg, defop
+from netjit.compiler.ops.registry import OPAQUE, Args, Lowering, TensorType, arg, defop
 
 
 def _order(args: Args) -> str:
@@ -148,7 +148,9 @@ def _bn_gradient_maker(g: GradientContext) -> tuple[list, list]:
        # row and its inner loop is one multiply-add; with one formula both paths agree also where
        # the values overflow (mean 1e30, scale inf give Caffe2's inf/nan, not another rounding).
        per_channel=PerChannel(expr="x0 * ((1 / sqrt(x4 + epsilon)) * x1) + (x2 - x3 * (1 / sqrt(x4 + epsilon)) * x1)",
-                              channel_inputs=(1, 2, 3, 4), applies=lambda args: bool(args.get("is_test"))))
+                              channel_inputs=(1, 2, 3, 4), applies=lambda args: bool(args.get("is_test"))),
+       # Training mode on the GPU: batch statistics as per-channel shared-memory reductions.
+       lowering={"numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_ops:spatial_bn_train")})
 def spatial_bn(ctx, x, scale, bias, mean, var, *sums):
     """Test: Y = X·k + (bias - mean·inv_std·scale) with inv_std = 1/√(var + ε), k = inv_std·scale
     (Caffe2's folding of (X - mean)·inv_std·scale + bias, evaluated in X's dtype in this order by
@@ -194,7 +196,8 @@ def _bn_grad_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
 
 
 @defop("SpatialBNGradient", inputs=(5, 7), outputs=3, args=BN_GRAD_ARGS, check_counts=_bn_in_counts,
-       inplace=[(5, 1), (6, 2)], category=OPAQUE, infer=_bn_grad_infer)
+       inplace=[(5, 1), (6, 2)], category=OPAQUE, infer=_bn_grad_infer,
+       lowering={"numba-cuda": Lowering(standalone="netjit.compiler.codegen.cuda_ops:spatial_bn_gradient")})
 def spatial_bn_gradient(ctx, x, scale, dy, mean, inv_std_or_var, *sums):
     """[X, scale, dY, saved_mean, saved_inv_std] -> [dX, dscale, dbias]. With is_test=1 inputs 3 and 4
     are the running mean and variance, and the statistics are constants (dX = dY·scale/√(var+ε)).

@@ -42,6 +42,12 @@ CASES = [
     ("SoftmaxWithLoss", "SoftmaxWithLoss", dict(X=f32(3, 5), L=np.array([1, 0, 4], np.int32)), ["P", "loss"], {}),
     ("SoftmaxWithLossGradient", "SoftmaxWithLossGradient",
      dict(X=f32(3, 5), L=np.array([1, 0, 4], np.int32), P=pos(3, 5), dL=np.array(0.7, np.float32)), ["dX"], {}),
+    ("SpatialBN (train)", "SpatialBN",
+     dict(X=f32(2, 3, 2, 2), s=pos(3), b=f32(3), m=f32(3), v=pos(3)), ["Y", "m", "v", "sm", "si"],
+     dict(is_test=0, epsilon=1e-3, momentum=0.8)),
+    ("SpatialBNGradient", "SpatialBNGradient",
+     dict(X=f32(2, 3, 2, 2), s=pos(3), dY=f32(2, 3, 2, 2), sm=f32(3), si=pos(3)), ["dX", "ds", "db"],
+     dict(is_test=0, epsilon=1e-3)),
     ("elementwise chain", None, None, None, None),
 ]
 
@@ -123,3 +129,45 @@ def test_gemm_kernels_against_numpy(tiled):
         cuda().to_device(a), cuda().to_device(dy), out, cuda().to_device(bias[:m].copy()))
     want = np.einsum("mk,nkp->nmp", a, dy) + bias[:m][None, :, None]
     np.testing.assert_allclose(out.copy_to_host(), want, rtol=1e-5, atol=1e-5)
+
+
+GRAD_CASES = [
+    # (forward op, its inputs, args, gradient op inputs (names), index of dX among the gradient's outputs)
+    ("FC", dict(X=f32(2, 3), W=f32(4, 3), b=f32(4)), {}, ["X", "W", "dY"], ["gW", "gb", "dX"], 2),
+    ("Conv", dict(X=f32(1, 2, 4, 4), W=f32(2, 2, 3, 3), b=f32(2)), dict(kernel=3, pad=1),
+     ["X", "W", "dY"], ["gW", "gb", "dX"], 2),
+    ("Softmax", dict(X=f32(2, 4)), {}, ["Y", "dY"], ["dX"], 0),
+    ("SpatialBN", dict(X=f32(2, 2, 2, 2), s=pos(2), b=f32(2), m=f32(2), v=pos(2)), dict(is_test=0, epsilon=1e-3),
+     ["X", "s", "dY", "sm", "si"], ["dX", "ds", "db"], 0),
+]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=[c[0] for c in GRAD_CASES])
+def test_gradient_op_on_device_matches_finite_differences(case):
+    """d/dX of sum(Y * dY), Y from the CUDA forward, against the CUDA gradient op."""
+    from netjit import workspace
+    from tests.cuda.conftest import gpu_option
+    op_type, inputs, args, grad_inputs, grad_outputs, k = case
+    outputs = ["Y", "m", "v", "sm", "si"] if op_type == "SpatialBN" else ["Y"]
+    ops = [make_op(op_type, list(inputs), outputs, **args)]
+    ref, got, _ = run_reference_and_cuda(ops, inputs, ["Y"])
+    dy = f32(*ref["Y"].shape)
+    ops.append(make_op(op_type + "Gradient", grad_inputs, grad_outputs, **args))
+    x = inputs["X"]
+    _, got, _ = run_reference_and_cuda(ops, dict(inputs, dY=dy), [grad_outputs[k]])
+    dx = got[grad_outputs[k]]
+
+    def loss(xv):
+        workspace.FeedBlob("X", xv, gpu_option())
+        for name in ("m", "v"):        # SpatialBN updates its running statistics in place
+            if name in inputs:
+                workspace.FeedBlob(name, inputs[name], gpu_option())
+        workspace.RunNet("t")
+        return float((workspace.FetchBlob("Y").astype(np.float64) * dy).sum())
+    eps = 1e-2
+    for idx in [(0,) * x.ndim, tuple(d - 1 for d in x.shape)]:
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += eps
+        xm[idx] -= eps
+        num = (loss(xp) - loss(xm)) / (2 * eps)
+        assert abs(num - dx[idx]) < 2e-2 * max(1.0, abs(num)), (idx, num, dx[idx])
