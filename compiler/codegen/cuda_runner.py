@@ -376,7 +376,6 @@ class CudaRunner:
     def _run_plan(self, plan: CudaPlan) -> None:
         g = plan.graph
         env: dict[str, Any] = {}
-        from_ws = set(g.inputs.values())
         for blob, vid in g.inputs.items():
             if self.ws.has(blob):
                 env[vid] = self.ws.get(blob)
@@ -393,8 +392,7 @@ class CudaRunner:
                 continue
             # A device op's host step may read host blobs (Caffe2's Iter counter and LearningRate
             # keep theirs on the CPU in GPU nets); a kernel may not.
-            ws_in = {g.values[i].blob for i in node.inputs if i in from_ws} if s.kind == "kernel" else set()
-            self._check_inputs(node, names, ins, s.on_device, ws_in)
+            self._check_inputs(node, names, ins, s.on_device, None if s.kind == "kernel" else set())
             if s.kind == "host":
                 outs = self._host(node, ins, s.on_device)
             else:

@@ -166,3 +166,26 @@ def test_no_gpu_and_no_simulator_fails_at_create_net():
     assert out.returncode == 0, out.stderr
     assert "DeviceError" in out.stdout and "nogpu" in out.stdout and "#0 (Relu)" in out.stdout
     assert "no GPU" in out.stdout and "NUMBA_ENABLE_CUDASIM" in out.stdout
+
+
+def test_cpu_op_output_read_by_a_device_kernel_needs_a_copy():
+    net = core.Net("cpu_then_gpu")
+    net.Relu(["x"], ["h"])
+    net.Proto().op[0].device_option.CopyFrom(core.DeviceOption(caffe2_pb2.CPU))
+    net.Sigmoid(["h"], ["y"])
+    net.Proto().op[1].device_option.CopyFrom(gpu_option())
+    workspace.FeedBlob("x", np.ones(2, np.float32))
+    workspace.CreateNet(net)
+    with pytest.raises(OpError, match=r"#1 \(Sigmoid\).*'h' lives on the CPU.*CopyCPUToGPU"):
+        workspace.RunNet("cpu_then_gpu")
+    fixed = core.Net("fixed")                       # the same with the copy Caffe2 asks for
+    fixed.Relu(["x"], ["h"])
+    fixed.CopyCPUToGPU(["h"], ["h_gpu"])
+    fixed.Sigmoid(["h_gpu"], ["y"])
+    ops = fixed.Proto().op
+    ops[0].device_option.CopyFrom(core.DeviceOption(caffe2_pb2.CPU))
+    for op in ops[1:]:
+        op.device_option.CopyFrom(gpu_option())
+    workspace.CreateNet(fixed)
+    workspace.RunNet("fixed")
+    np.testing.assert_allclose(workspace.FetchBlob("y"), 1 / (1 + np.exp(-np.ones(2))), rtol=1e-6)
