@@ -229,6 +229,8 @@ class Gemm:
         self.a, self.b, self.c_p = a, b, c_p
         self.bias_mode, self.relu, self.alpha = bias_mode, int(relu), np.float32(alpha)
         self.tiled = TILED if tiled is None else tiled
+        # cuBLAS takes plain strided operands only (not the channel layout).
+        self.cublas = a[2] == 0 and b[2] == 0 and c_p == 0 and cublas_enabled()
         if self.tiled:
             self.grid = (max(1, min(tiles(n), MAX_TILE_GRID)), max(1, min(tiles(m), MAX_TILE_GRID)))
             self.block = (TILE, TILE)
@@ -237,12 +239,34 @@ class Gemm:
             self.grid, self.block = (blocks,), (threads,)
 
     def __call__(self, a: Any, b: Any, c: Any, bias: Any = None) -> None:
+        if self.cublas:
+            self._cublas(a, b, c, bias)
+            return
         g = kernels()["gemm" if self.tiled else "gemm_plain"]
         bias = flat(bias) if bias is not None else flat(c)
         g[self.grid, self.block](flat(a), flat(b), flat(c), bias, self.m, self.n, self.k, self.alpha,
                                  *self.a, *self.b, self.c_p, self.bias_mode, self.relu)
 
+    def _cublas(self, a: Any, b: Any, c: Any, bias: Any) -> None:
+        """The same product through cupy (cuBLAS) on the numba arrays' memory, epilogue in cupy."""
+        import cupy as cp
+        from cupy.lib.stride_tricks import as_strided
+        f = np.dtype(np.float32).itemsize
+        am = as_strided(cp.asarray(flat(a)), (self.m, self.k), (self.a[0] * f, self.a[1] * f))
+        bm = as_strided(cp.asarray(flat(b)), (self.k, self.n), (self.b[0] * f, self.b[1] * f))
+        out = cp.asarray(flat(c)).reshape(self.m, self.n)
+        cp.matmul(am, bm, out=out)
+        if self.alpha != 1:
+            out *= self.alpha
+        if self.bias_mode:
+            vec = cp.asarray(flat(bias))
+            out += vec[None, :] if self.bias_mode == 1 else vec[:, None]
+        if self.relu:
+            cp.maximum(out, 0, out=out)
+
     def launch(self, what: str) -> Launch:
+        if self.cublas:
+            return Launch(f"cublas {what} {self.m}x{self.n}x{self.k}", "cublas", (), ())
         kind = "gemm" if self.tiled else "gemm(plain)"
         return Launch(f"{kind} {what} {self.m}x{self.n}x{self.k}", "numba-cuda", self.grid, self.block)
 

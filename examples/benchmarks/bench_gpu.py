@@ -88,6 +88,39 @@ def fused_chain(n: int, repeat: int) -> dict[str, Any]:
             "fraction": copy_ms / kernel_ms if kernel_ms > 0 else float("nan")}
 
 
+# ------------------------------------------------------------------------------ GEMM vs cuBLAS
+def gemm_vs_cublas(n: int, repeat: int) -> dict[str, Any]:
+    """The tiled numba GEMM against cuBLAS (cupy) on an n x n x n product: the measurement behind
+    ``NETJIT_CUDA_CUBLAS=1`` (FC/MatMul GEMMs through cuBLAS)."""
+    from netjit.compiler.codegen.cuda_gemm import Gemm
+    cuda = dev.cuda()
+    rng = np.random.default_rng(3)
+    a, b = (cuda.to_device(rng.standard_normal((n, n), dtype=np.float32)) for _ in range(2))
+    c = cuda.device_array((n, n), np.float32)
+    g = Gemm(n, n, n, (n, 1, 0), (n, 1, 0), tiled=True)
+    g.cublas = False
+
+    def timed(fn: Callable[[], Any]) -> float:
+        fn()
+        out = []
+        for _ in range(repeat):
+            s, e = cuda.event(), cuda.event()
+            s.record()
+            fn()
+            e.record()
+            e.synchronize()
+            out.append(s.elapsed_time(e))
+        return statistics.median(out)
+    res: dict[str, Any] = {"n": n, "numba_ms": timed(lambda: g(a, b, c))}
+    try:
+        import cupy as cp
+        ca, cb = cp.asarray(a), cp.asarray(b)
+        res["cublas_ms"] = timed(lambda: cp.matmul(ca, cb))
+    except Exception:  # noqa: BLE001 - no cupy: no cuBLAS column
+        pass
+    return res
+
+
 # ------------------------------------------------------------------------------ 2. ResNet-50
 def resnet50(batch: int, repeat: int) -> dict[str, Any]:
     from netjit import zoo
@@ -206,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     rows.append((f"fused chain {c['n']} f32 ({c['launches']} launch)", f"{c['kernel_ms']:.3f} ms "
                  f"{c['kernel_gbs']:.0f} GB/s", f"d2d copy {c['copy_gbs']:.0f} GB/s",
                  f"{100 * c['fraction']:.0f}% of copy (>= 70%)"))
+    if not args.tiny:
+        gm = gemm_vs_cublas(2048, repeat)
+        t = gm.get("cublas_ms")
+        rows.append(("GEMM 2048^3 numba tiled vs cuBLAS", f"{gm['numba_ms']:.2f} ms",
+                     f"cuBLAS {t:.2f} ms" if t else "no cupy",
+                     ("NETJIT_CUDA_CUBLAS=1 is faster" if t < gm["numba_ms"] else "numba is faster") if t else ""))
     if args.tiny:
         rows.append(("ResNet-50 b32", "skipped (--tiny)", "", ""))
     else:

@@ -171,3 +171,15 @@ def test_gradient_op_on_device_matches_finite_differences(case):
         xm[idx] -= eps
         num = (loss(xp) - loss(xm)) / (2 * eps)
         assert abs(num - dx[idx]) < 2e-2 * max(1.0, abs(num)), (idx, num, dx[idx])
+
+
+def test_cublas_is_opt_in_and_never_in_the_simulator(monkeypatch):
+    from netjit.compiler.codegen import cuda_gemm
+    from netjit.runtime import device as dev
+    monkeypatch.delenv("NETJIT_CUDA_CUBLAS", raising=False)
+    assert not cuda_gemm.cublas_enabled()
+    monkeypatch.setenv("NETJIT_CUDA_CUBLAS", "1")
+    if dev.simulator_enabled():
+        assert not cuda_gemm.cublas_enabled()
+    g = cuda_gemm.Gemm(2, 3, 4, (4, 1, 0), (3, 1, 0))
+    assert g.launch("x").backend == ("cublas" if g.cublas else "numba-cuda")
