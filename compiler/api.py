@@ -354,7 +354,7 @@ def clear_cache() -> None:
 
 
 def compile(net: Any, inputs: Mapping[str, Any] | None = None, outputs: Iterable[str] | None = None,
-            device: str = "cpu", ws: Workspace | None = None) -> CompiledNet:
+            device: str | None = None, ws: Workspace | None = None) -> CompiledNet:
     """Compile ``net`` (a NetDef, core.Net or serialized bytes).
 
     ``outputs``: blobs a run must produce (default: the net's external_output, or every blob it
@@ -362,6 +362,8 @@ def compile(net: Any, inputs: Mapping[str, Any] | None = None, outputs: Iterable
     other intermediates may be fused away. ``inputs``: blob -> array, TensorType or (shape, dtype)
     to plan and compile kernels now (blobs not given are typed from ``ws`` when passed);
     otherwise planning happens at the first run.
+    ``device``: "cpu", "cuda" (the numba-cuda backend: a ``CudaNet``, planned at its first run), or
+    None for what the net's DeviceOptions say.
 
     >>> # exe = netjit.compile(net, inputs={"data": batch}); exe.run(ws); out = exe(data=batch)
     """
@@ -370,6 +372,9 @@ def compile(net: Any, inputs: Mapping[str, Any] | None = None, outputs: Iterable
     check_net_names(proto)
     if outputs is None and len(proto.external_output):
         outputs = list(proto.external_output)
+    if device is None:      # as the net says: a CUDA DeviceOption on it or an op picks the GPU
+        from netjit.runtime.device import net_uses_cuda
+        device = "cuda" if net_uses_cuda(proto) else "cpu"
     if device == "cuda":    # the numba-cuda backend (codegen/cuda_runner.py): ops run on CUDA unless pinned
         from netjit.compiler.codegen.cuda_runner import get_cuda_net
         compiled = get_cuda_net(proto, outputs, outputs, default=("cuda", 0))

@@ -189,3 +189,15 @@ def test_cpu_op_output_read_by_a_device_kernel_needs_a_copy():
     workspace.CreateNet(fixed)
     workspace.RunNet("fixed")
     np.testing.assert_allclose(workspace.FetchBlob("y"), 1 / (1 + np.exp(-np.ones(2))), rtol=1e-6)
+
+
+def test_compile_follows_the_nets_device_option():
+    import netjit.compiler.api as api
+    from netjit.compiler.codegen.cuda_runner import CudaNet
+    net = core.Net("follows")
+    net.Relu(["x"], ["y"])
+    assert not isinstance(api.compile(net), CudaNet)
+    net.RunAllOnGPU()
+    exe = api.compile(net)
+    assert isinstance(exe, CudaNet) and not isinstance(api.compile(net, device="cpu"), CudaNet)
+    np.testing.assert_array_equal(exe(x=np.array([-1.0, 2.0], np.float32))["y"], [0.0, 2.0])
