@@ -9,4 +9,7 @@ fi
 .venv/bin/python -m pip install -q -e ".[all]"
 # Compile netjit's library kernels now, on this machine, in parallel (a few minutes once; skipped
 # when already done for this code, numba and CPU), so the first net runs in seconds.
-.venv/bin/netjit warmup --if-needed || echo "netjit warmup failed (see above): kernels will compile on first use"
+# NETJIT_WARMUP=0 skips it (kernels then compile on first use).
+if [ "${NETJIT_WARMUP:-1}" != 0 ]; then
+  .venv/bin/netjit warmup --if-needed || echo "netjit warmup failed (see above): kernels will compile on first use"
+fi

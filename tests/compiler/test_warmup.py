@@ -142,3 +142,19 @@ def test_warmup_families_run_on_the_reference_executor(name):
     finally:
         workspace.ResetWorkspace()
         workspace.SwitchWorkspace("default")
+
+
+def test_if_needed_stamp_tracks_code_numba_and_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETJIT_LIBRARY_DIR", str(tmp_path))
+    (tmp_path / "kernels").mkdir()
+    assert not prebuild.is_warm()
+    stamp = prebuild.stamp()
+    assert set(stamp) == {"helpers", "numba", "cpu", "nets"} and stamp["nets"] == sorted(warmup_nets.BUILDERS)
+    (tmp_path / "warmup.json").write_text(json.dumps(stamp))
+    assert prebuild.is_warm()
+    (tmp_path / "warmup.json").write_text(json.dumps({**stamp, "cpu": "another-cpu"}))
+    assert not prebuild.is_warm()
+    # `netjit warmup --if-needed` returns at once when the stamp matches.
+    (tmp_path / "warmup.json").write_text(json.dumps(stamp))
+    from netjit.cli import main
+    assert main(["warmup", "--if-needed"]) == 0
