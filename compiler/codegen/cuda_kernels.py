@@ -70,9 +70,14 @@ _KERNELS: dict[str, Any] = {}
 def _device_functions() -> dict[str, Any]:
     @cuda.jit(device=True, inline=True)
     def sigmoid(x):
-        return 1 / (1 + math.exp(-x))
+        # Either branch's exp has a non-positive argument: no overflow for any finite x.
+        if x >= 0:
+            return 1 / (1 + math.exp(-x))
+        e = math.exp(x)
+        return e / (1 + e)
     # The CPU renderer names float32 approximations; on the GPU the native functions are fast.
-    return {"exp_f32": math.exp, "log_f32": math.log, "tanh_f32": math.tanh, "sigmoid_f32": sigmoid,
+    fns = (np.exp, np.log, np.tanh) if SIM else (math.exp, math.log, math.tanh)
+    return {"exp_f32": fns[0], "log_f32": fns[1], "tanh_f32": fns[2], "sigmoid_f32": sigmoid,
             "sigmoid_f64": sigmoid}
 
 
@@ -81,7 +86,8 @@ def compile_source(source: str, name: str = "kernel") -> Any:
     fn = _KERNELS.get(source)
     if fn is None:
         reduce_kernels()   # sets the module's ``cuda``
-        env: dict[str, Any] = {"np": np, "math": math, "cuda": cuda, **_device_functions()}
+        env: dict[str, Any] = {"np": np, "math": math, "cuda": cuda, "inf": math.inf, "nan": math.nan,
+                               **_device_functions()}   # literals render inf/nan by name
         exec(compile(source, f"<netjit-cuda {name}>", "exec"), env)  # noqa: S102 - our own generated code
         fn = _KERNELS[source] = cuda.jit(env[name])
     return fn
@@ -91,7 +97,9 @@ _NP_MATH = re.compile(r"\bnp\.(sqrt|floor|ceil|exp|log|tanh)\(")
 
 
 def _gpu_math(src: str) -> str:
-    return _NP_MATH.sub(lambda m: f"math.{m.group(1)}(", src)
+    # The simulator runs kernels as Python: numpy's functions give the GPU's nan/inf where Python's
+    # math module would raise (log of a negative, exp overflow).
+    return src if SIM else _NP_MATH.sub(lambda m: f"math.{m.group(1)}(", src)
 
 
 def _cast(dtype: np.dtype) -> str:
