@@ -183,3 +183,17 @@ def test_cublas_is_opt_in_and_never_in_the_simulator(monkeypatch):
         assert not cuda_gemm.cublas_enabled()
     g = cuda_gemm.Gemm(2, 3, 4, (4, 1, 0), (3, 1, 0))
     assert g.launch("x").backend == ("cublas" if g.cublas else "numba-cuda")
+
+
+def test_conv_with_batchnorm_and_relu_epilogue():
+    """ResNet's Conv -> SpatialBN(is_test) -> Relu written in place: one producer group, the GEMM
+    then one generated epilogue kernel reading its result (per-channel operands broadcast)."""
+    inputs = dict(X=f32(2, 3, 5, 5), W=f32(4, 3, 3, 3), s=pos(4), b=f32(4), m=f32(4), v=pos(4))
+    ops = [make_op("Conv", ["X", "W"], ["y"], kernel=3, pad=1),
+           make_op("SpatialBN", ["y", "s", "b", "m", "v"], ["y"], is_test=1, epsilon=1e-3),
+           make_op("Relu", ["y"], ["y"]),
+           make_op("Add", ["y", "b"], ["z"], broadcast=1, axis=1)]
+    ref, got, text = run_reference_and_cuda(ops, inputs, ["y", "z"])
+    assert "Fused(Conv,SpatialBN,Relu" in text and " 0 host steps" in text, text
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-4, atol=1e-5)
