@@ -242,10 +242,12 @@ class Gemm:
         if self.cublas:
             self._cublas(a, b, c, bias)
             return
-        g = kernels()["gemm" if self.tiled else "gemm_plain"]
+        launch = self.__dict__.get("_launch")
+        if launch is None:      # configured once per GEMM
+            launch = self._launch = kernels()["gemm" if self.tiled else "gemm_plain"][self.grid, self.block]
         bias = flat(bias) if bias is not None else flat(c)
-        g[self.grid, self.block](flat(a), flat(b), flat(c), bias, self.m, self.n, self.k, self.alpha,
-                                 *self.a, *self.b, self.c_p, self.bias_mode, self.relu)
+        launch(flat(a), flat(b), flat(c), bias, self.m, self.n, self.k, self.alpha,
+               *self.a, *self.b, self.c_p, self.bias_mode, self.relu)
 
     def _cublas(self, a: Any, b: Any, c: Any, bias: Any) -> None:
         """The same product through cupy (cuBLAS) on the numba arrays' memory, epilogue in cupy."""

@@ -191,8 +191,10 @@ def elementwise_kernel(node: Node, values: Mapping[str, Value]) -> CudaKernel | 
     total = max(1, math.prod(shape))
     blocks, threads = launch_shape(total)
 
+    launch = fn[blocks, threads]    # configured once: a launch is then one call
+
     def run(ins: list[Any], outs: list[Any]) -> None:
-        fn[blocks, threads](*[flat(ins[k]) for k in order], *[flat(o) for o in outs])
+        launch(*[flat(ins[k]) for k in order], *[flat(o) for o in outs])
     desc = "+".join(m.op for m in members)
     return CudaKernel(run, desc, [Launch(desc, "numba-cuda", (blocks,), (threads,))], source)
 
