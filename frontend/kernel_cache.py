@@ -5,7 +5,9 @@ Every generated kernel is one module ``nj_<key>.py`` in ``$NETJIT_CACHE_DIR/kern
 is evicted on its own: each new net shape or op pattern adds a kernel, so a long-lived machine
 collects them. Removing any of them is always safe; the next process that needs a kernel writes and
 compiles it again (a few seconds per kernel). Age is the newest file's modification time, that is
-when the kernel or one of its specialisations was last compiled.
+when the kernel or one of its specialisations was last compiled. The store ``netjit warmup`` fills
+(``<sys.prefix>/share/netjit/kernels`` or ``$NETJIT_LIBRARY_DIR/kernels``) is separate: this command
+leaves it alone; deleting that folder is safe too (``netjit warmup`` rebuilds it).
 
     netjit cache                       # count, size, age range
     netjit cache --older-than 30       # drop kernels not (re)compiled for 30 days
