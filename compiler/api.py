@@ -27,7 +27,7 @@ import numpy as np
 from netjit.compiler.ir import Graph, import_netdef, maybe_dump
 from netjit.compiler.ops.registry import TensorType
 from netjit.compiler.passes.infer import OBJECT, type_of
-from netjit.compiler.pipeline import SegmentPlan, describe_signature, plan_segment
+from netjit.compiler.pipeline import READONLY_INPUTS, SegmentPlan, describe_signature, plan_segment
 from netjit.compiler.execution import LazyContext, bind_plan, run_barrier
 from netjit.compiler.reference import net_checks
 from netjit.proto import caffe2_pb2
@@ -307,7 +307,12 @@ class CompiledRunner:
                 continue
             values[blob] = value
             signature[blob] = type_of(value)
-        plan = compiled.plan(start, signature)
+        token = READONLY_INPUTS.set(frozenset(b for b, v in values.items()
+                                              if isinstance(v, np.ndarray) and not v.flags.writeable))
+        try:
+            plan = compiled.plan(start, signature)
+        finally:
+            READONLY_INPUTS.reset(token)
         if not plan.empty or plan.driver.steps:
             _, body = self.bound(plan)
             args = []

@@ -9,6 +9,7 @@ Set ``NETJIT_DUMP_AFTER`` to a pass name (or a comma list, or ``all``) to print 
 """
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 import sys
@@ -26,6 +27,12 @@ from netjit.compiler.passes.fuse import fuse
 from netjit.compiler.passes.infer import infer_types
 from netjit.compiler.passes.schedule import schedule
 from netjit.compiler.passes.simplify import eliminate_dead_code, fold_constants, prune_values, remove_noops
+
+# Input values the caller's arrays hold read-only (weights an init net folded into constants): their
+# kernels are precompiled for read-only arrays, the type the run will pass, instead of compiling a
+# writable specialisation that is never called and then the read-only one at the first run.
+READONLY_INPUTS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("readonly_inputs",
+                                                                                 default=frozenset())
 
 PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
     ("remove_noops", remove_noops),
@@ -129,7 +136,7 @@ def plan_segment(graph: Graph, start: int, signature: Mapping[str, TensorType | 
         seg = run_passes(seg, check)
     fallbacks += [strict.check(f, graph.name) for f in folds]
     kernels: dict[int, numba_cpu.KernelCall] = {}
-    consts = {n.outputs[0] for n in seg.nodes if n.op == "Const"}
+    consts = {n.outputs[0] for n in seg.nodes if n.op == "Const"} | READONLY_INPUTS.get()
     nodes: list[Node] = []
     for node in seg.nodes:
         if node.op == "Const":

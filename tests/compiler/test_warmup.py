@@ -158,3 +158,34 @@ def test_if_needed_stamp_tracks_code_numba_and_cpu(tmp_path, monkeypatch):
     (tmp_path / "warmup.json").write_text(json.dumps(stamp))
     from netjit.cli import main
     assert main(["warmup", "--if-needed"]) == 0
+
+
+PREDICT_ONCE = r"""
+import json
+import numpy as np
+from netjit import workspace
+from netjit.bench import executor
+from netjit.compiler.codegen.modules import kernel_stats
+from netjit.compiler.codegen.warmup_nets import given_init_net
+from netjit.proto import caffe2_pb2
+from netjit.proto.args import make_op
+rng = np.random.default_rng(0)
+w = rng.standard_normal(6).astype(np.float32)
+predict = caffe2_pb2.NetDef(name="ro_weights", external_input=["data", "w"], external_output=["y"])
+predict.op.extend([make_op("Mul", ["data", "w"], ["t"], broadcast=1), make_op("Tanh", ["t"], ["y"])])
+x = rng.standard_normal((3, 6)).astype(np.float32)
+out = {}
+for ex in ("compiled", "reference"):
+    with executor(ex):
+        out[ex] = workspace.Predictor(given_init_net("ro", {"w": w}), predict).run([x])[0]
+np.testing.assert_allclose(out["compiled"], out["reference"], rtol=1e-5, atol=1e-6)
+print(json.dumps(kernel_stats()))
+"""
+
+
+def test_read_only_weights_compile_one_specialisation(tmp_path):
+    # The init net's weights are folded into read-only constants; the kernel is precompiled for
+    # read-only arrays, so the first run calls that specialisation instead of compiling another.
+    stats = _python(PREDICT_ONCE, {"NETJIT_LIBRARY_DIR": str(tmp_path / "none"),
+                                   "NETJIT_CACHE_DIR": str(tmp_path / "c")})
+    assert stats == {"kernels": 1, "cache_hits": 0, "cache_misses": 1}
