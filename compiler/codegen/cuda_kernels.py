@@ -354,7 +354,8 @@ def reduce_kernels() -> dict[str, Any]:
             dx[i] = (p[i] - hit) * dloss[0] * scale
             i += cuda.gridsize(1)
 
-    _REDUCE.update(block_sum=block_sum, block_max=block_max, softmax_rows=softmax_rows, softmax_grad_rows=softmax_grad_rows, sum_scaled=sum_scaled,
+    _REDUCE.update(block_sum=block_sum, block_max=block_max, softmax_rows=softmax_rows,
+                   softmax_grad_rows=softmax_grad_rows, sum_scaled=sum_scaled,
                    channel_sums=channel_sums, label_xent=label_xent, label_xent_grad=label_xent_grad,
                    nll_terms=nll_terms, softmax_loss_grad=softmax_loss_grad)
     return _REDUCE

@@ -28,13 +28,13 @@ from netjit.compiler.execution import LazyContext
 from netjit.compiler.ir import Graph, Node, import_netdef
 from netjit.compiler.ops.registry import TensorType, lookup
 from netjit.compiler.passes.fuse import fuse
-from netjit.compiler.passes.infer import OBJECT, infer_types, type_of
+from netjit.compiler.passes.infer import infer_types, type_of
 from netjit.compiler.passes.simplify import eliminate_dead_code, fold_constants
 from netjit.compiler.pipeline import describe_signature, segment_graph
 from netjit.compiler.reference import net_checks
 from netjit.proto import caffe2_pb2
 from netjit.runtime import device as dev
-from netjit.runtime.errors import NetJitError, OpError
+from netjit.runtime.errors import OpError
 from netjit.runtime.executor import locate
 from netjit.runtime.plan import reference_call
 from netjit.runtime.workspace import REGISTRY, Workspace
@@ -247,7 +247,8 @@ class CudaNet:
                 elif s.kind == "host":
                     lines.append(f"{head}  {s.note}")
                     if s.copies_in or s.copies_out:
-                        lines.append(f"        copies: device->host {list(s.copies_in)}; host->device {list(s.copies_out)}")
+                        lines.append(f"        copies: device->host {list(s.copies_in)}; "
+                                     f"host->device {list(s.copies_out)}")
                 elif s.kind == "copy":
                     lines.append(f"{head}  explicit copy {'host->device' if s.on_device else 'device->host'}")
                 else:

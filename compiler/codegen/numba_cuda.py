@@ -41,7 +41,8 @@ def entry(op_type: str, name: str) -> Callable[..., Any] | None:
     return lookup(op_type).lowering_entry(BACKEND, name)
 
 
-def _producer_kernel(make_head: Callable[..., Any] | None, node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
+def _producer_kernel(make_head: Callable[..., Any] | None, node: Node,
+                     values: Mapping[str, Value]) -> CudaKernel | None:
     """A producer group: the head's GEMM with bias (and Relu when it is the group's only other
     member) in its epilogue; any other members as one elementwise kernel over the head's result."""
     from netjit.runtime.device import cuda
