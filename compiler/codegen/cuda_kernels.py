@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -59,9 +60,21 @@ def launch_shape(n: int) -> tuple[int, int]:
     return max(1, min(MAX_BLOCKS, -(-n // threads))), threads
 
 
+_FLAT: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
 def flat(a: Any) -> Any:
-    """A 1-D view of a contiguous device array (0-d arrays become 1 element)."""
-    return a.reshape((max(1, int(np.prod(a.shape))),)) if len(a.shape) != 1 else a
+    """A 1-D view of a contiguous device array (0-d arrays become 1 element). Views are cached per
+    array: a device array's reshape costs tens of microseconds, paid once per buffer, not per launch."""
+    if len(a.shape) == 1:
+        return a
+    try:
+        view = _FLAT.get(a)
+    except TypeError:       # not weakly referenceable: no cache
+        return a.reshape((max(1, int(np.prod(a.shape))),))
+    if view is None:
+        view = _FLAT[a] = a.reshape((max(1, int(np.prod(a.shape))),))
+    return view
 
 
 _KERNELS: dict[str, Any] = {}
