@@ -62,6 +62,13 @@ def run_warmup_net(net: WarmupNet) -> dict[str, int]:
                 predictor = workspace.Predictor(net.init or caffe2_pb2.NetDef(name="init"), net.predict)
                 for batch in net.batches:
                     predictor.run({k: _batched(v, batch) for k, v in net.feeds.items()})
+                if net.weights:
+                    workspace.ResetWorkspace()
+                    for name, value in net.weights.items():
+                        workspace.FeedBlob(name, value.copy())
+                    predictor = workspace.Predictor(caffe2_pb2.NetDef(name="init"), net.predict)
+                    for batch in net.batches:
+                        predictor.run({k: _batched(v, batch) for k, v in net.feeds.items()})
             else:
                 if net.init is not None:
                     workspace.RunNetOnce(net.init)

@@ -39,6 +39,9 @@ class WarmupNet:
     batches: tuple[int, ...] = (1,)
     """Predictor nets run once per batch size: a loop nest collapses size-1 dims, so batch 1 and
     batch > 1 fuse into different kernels (any batch > 1 shares one)."""
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    """Predictor nets with these also run with the weights fed into the workspace (writable
+    arrays) instead of the init net's folded (read-only) constants: numba specialises on that."""
 
 
 def given_init_net(name: str, weights: dict[str, np.ndarray]) -> caffe2_pb2.NetDef:
@@ -99,7 +102,8 @@ class _Builder:
         """A Predictor-served net: weights in a GivenTensorFill init net, "data" fed."""
         weights = {k: v for k, v in self.feeds.items() if k != "data"}
         return WarmupNet(self.net.name, self.net, {"data": self.feeds["data"]},
-                         init=given_init_net(self.net.name, weights), predictor=True, batches=batches)
+                         init=given_init_net(self.net.name, weights), predictor=True, batches=batches,
+                         weights=weights)
 
 
 def lenet_onnx() -> WarmupNet:
