@@ -39,16 +39,17 @@ def _pointer_caster(dtype: np.dtype) -> Callable:
 
 
 def _literal(value: Any) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
+    # Through np.int64/np.float64: a bare literal would type as Literal[int](20), and numba would
+    # compile every kernel again for its literal arguments instead of reusing the plan's
+    # specialisation (measured: a cold ResNet-50 build spent 94 s in the entry, 4 s warm).
+    if isinstance(value, (bool, np.bool_, int, np.integer)):
+        return f"_I({int(value)})"
     value = float(value)
     if math.isnan(value):
-        return "_nan"
+        return "_F(_nan)"
     if math.isinf(value):
-        return "_inf" if value > 0 else "(-_inf)"
-    return repr(value)
+        return "_F(_inf)" if value > 0 else "_F(-_inf)"
+    return f"_F({value!r})"
 
 
 # Steps per part: numba's typing and lowering grow faster than linearly with a function's size
@@ -59,7 +60,7 @@ PART_STEPS = 6
 def entry_source(plan: AotPlan) -> tuple[str, dict[str, Any], int]:
     """The Python source of the entry's parts ``part0``, ``part1``, ... (each runs a few steps; the
     C part calls them in order), the names they refer to (kernels, casts) and the part count."""
-    names: dict[str, Any] = {"_inf": math.inf, "_nan": math.nan}
+    names: dict[str, Any] = {"_inf": math.inf, "_nan": math.nan, "_I": np.int64, "_F": np.float64}
     casts: dict[str, str] = {"uint64": "_p_uint64"}
     lines: list[str] = []
     parts = max(1, (len(plan.steps) + PART_STEPS - 1) // PART_STEPS)

@@ -1,9 +1,9 @@
 """Ahead-of-time bundles against the JIT: per-run latency and `netjit aot` build times.
 
 For each net and batch it builds a bundle (timing the build), then times, median over repeats:
-- ``jit``: ``workspace.Predictor(init, predict).run([x])`` (compiled, warm);
-- ``aot-c``: the bundle's C entry ``NAME_run`` called through ctypes on preallocated buffers
-  (OpenBLAS pinned to one thread, the default; ``aot-c-2t``: ``NAME_set_blas_threads(2)``);
+- ``jit``: ``workspace.Predictor(init, predict).run([x])`` (compiled, warm; its kernels on numba's
+  threads, ``jit-1t``: after ``numba.set_num_threads(1)``, serial like a bundle's);
+- ``aot-c``: the bundle's C entry ``NAME_run`` called through ctypes on preallocated buffers;
 - ``aot-py``: ``netjit.aot.load(folder).run([x])`` (checks inputs, allocates the outputs);
 and the max abs difference between the bundle's and the JIT's outputs.
 
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numba
 import numpy as np
 
 from netjit import aot, mobile_exporter, workspace, zoo
@@ -43,7 +44,7 @@ def zoo_net(name: str) -> tuple[Any, Any, str, tuple[int, ...]]:
     return init, net, data, tuple(shape[1:])
 
 
-def median_us(fn: Callable[[], Any], repeat: int, budget_s: float = 20.0) -> float:
+def median_us(fn: Callable[[], Any], repeat: int, budget_s: float = 10.0) -> float:
     fn()
     times = []
     start = time.perf_counter()
@@ -70,7 +71,11 @@ def c_entry(folder: Path, name: str, x: np.ndarray, out_shape: tuple[int, ...],
     run = getattr(lib, f"{name}_run")
     run.argtypes = [ctypes.c_void_p] * 4
     w, s = weights.ctypes.data, scratch.ctypes.data + (-scratch.ctypes.data) % 64
-    return lambda: run(w, s, ins, outs)
+    keep = (weights, scratch, out, x)      # the buffers must outlive the closure's raw pointers
+
+    def call() -> int:
+        return run(w, s, ins, outs) + 0 * len(keep)
+    return call
 
 
 def bench(label: str, make: Callable[[], tuple], batches: list[int], repeat: int, out_root: Path) -> None:
@@ -88,10 +93,13 @@ def bench(label: str, make: Callable[[], tuple], batches: list[int], repeat: int
         diff = float(np.abs(got - want).max())
         scale = float(np.abs(want).max())
         jit = median_us(lambda: predictor.run({data: x}), repeat)
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        jit1 = median_us(lambda: predictor.run({data: x}), repeat)
+        numba.set_num_threads(threads)
         aot_c = median_us(c_entry(out_root / name, name, x, got.shape), repeat)
         aot_py = median_us(lambda: bundle.run({data: x}), repeat)
-        aot_c2 = median_us(c_entry(out_root / name, name, x, got.shape, blas_threads=2), repeat)
-        print(f"{label:10s} {batch:5d} {jit:12.1f} {aot_c:12.1f} {aot_py:12.1f} {aot_c2:12.1f} {aot_c / jit:8.2f}x "
+        print(f"{label:10s} {batch:5d} {jit:12.1f} {jit1:12.1f} {aot_c:12.1f} {aot_py:12.1f} {aot_c / jit:8.2f}x "
               f"{aot_py / jit:8.2f}x {diff:10.2e} {diff / max(scale, 1e-30):10.2e} {build_s:9.1f} "
               f"{len(manifest['steps']):6d}", flush=True)
 
@@ -104,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     makers = {"lenet": lenet, **{m: (lambda m=m: zoo_net(m)) for m in zoo.zoo_models()}}
     batches = [int(b) for b in args.batches.split(",")]
-    print(f"{'net':10s} {'batch':>5s} {'jit us':>12s} {'aot-c us':>12s} {'aot-py us':>12s} {'aot-c-2t us':>12s} "
+    print(f"{'net':10s} {'batch':>5s} {'jit us':>12s} {'jit-1t us':>12s} {'aot-c us':>12s} {'aot-py us':>12s} "
           f"{'c/jit':>9s} "
           f"{'py/jit':>9s} {'max|diff|':>10s} {'rel diff':>10s} {'build s':>9s} {'kernels':>6s}")
     with tempfile.TemporaryDirectory(prefix="bench-aot-") as tmp:
