@@ -13,7 +13,7 @@ Shape-only ops (Reshape, Flatten, ...) become aliases: the output is the input's
 shape. A host step (a Python op, a DB reader, Print, an op without a kernel) is an :class:`AotError`
 naming the op index and type.
 
->>> # plan = make_plan(init_net, predict_net, {"data": (1, 1, 28, 28)}, name="lenet")
+>>> # plan = make_plan(predict_net, params, {"data": ((1, 1, 28, 28), np.float32)}, "lenet")
 """
 from __future__ import annotations
 
