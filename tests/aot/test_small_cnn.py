@@ -138,3 +138,19 @@ def test_host_op_fails_before_writing(cnn_bundle, tmp_path):
         build_bundle(*cnn_bundle[1], {}, "small_cnn", kept, progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in kept.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+
+
+def test_cli_reports_errors(tmp_path, capsys):
+    from netjit.cli import main
+    init_net, predict_net = _small_cnn(with_print=True)
+    (tmp_path / "init.pb").write_bytes(init_net.SerializeToString())
+    (tmp_path / "predict.pb").write_bytes(predict_net.SerializeToString())
+    base = ["aot", str(tmp_path / "init.pb"), str(tmp_path / "predict.pb"), "-o", str(tmp_path / "out"), "--quiet"]
+    assert main(base + ["--input", "data=2,1,12,12"]) == 1
+    err = capsys.readouterr().err
+    assert "netjit aot: error: net 'small_cnn' op #" in err and "(Print)" in err
+    assert main(base + ["--input", "data"]) == 1
+    assert "bad --input 'data'" in capsys.readouterr().err
+    assert main(base + ["--input", "data=2,1,12,12", "--name", "9lives"]) == 1
+    assert "must be a C identifier" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
