@@ -38,3 +38,16 @@ def _fresh_default_workspace(tmp_path, monkeypatch):
     REGISTRY.workspaces.clear()
     REGISTRY.workspaces.update(saved[0])
     REGISTRY.current = saved[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``heavy`` (minutes each on a 2-core machine: a DenseNet-121 bundle built from an
+    empty cache) are deselected unless ``NETJIT_HEAVY_TESTS=1``: CI's time budget cannot hold them,
+    and a deselected test is not reported as a skip."""
+    if os.environ.get("NETJIT_HEAVY_TESTS") == "1":
+        return
+    heavy = [item for item in items if item.get_closest_marker("heavy") is not None]
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        drop = {id(item) for item in heavy}
+        items[:] = [item for item in items if id(item) not in drop]
