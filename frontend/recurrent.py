@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from netjit import core, workspace
+from netjit.control_ops_util import get_undefined_blobs
 
 
 def _versions(ops: Iterable[Any]) -> dict[str, int]:
@@ -27,16 +28,6 @@ def _versions(ops: Iterable[Any]) -> dict[str, int]:
         for name in op.output:
             versions[name] = versions.get(name, 0) + 1
     return versions
-
-
-def _undefined(ops: Sequence[Any]) -> set[str]:
-    """Blobs the ops read before any of them writes them."""
-    written: set[str] = set()
-    undefined: set[str] = set()
-    for op in ops:
-        undefined.update(b for b in op.input if b not in written)
-        written.update(op.output)
-    return undefined
 
 
 def _backward_step_net(cell_net: core.Net, recompute: set[str] | None) -> tuple[core.Net, dict[str, Any]]:
@@ -56,7 +47,7 @@ def _backward_step_net(cell_net: core.Net, recompute: set[str] | None) -> tuple[
                 backward.Proto().op.add().CopyFrom(op)
     backward.Proto().op.extend(backward_ops)
     # Forward intermediates the backward ops read become inputs of the backward net.
-    undefined = _undefined(backward.Proto().op)
+    undefined = get_undefined_blobs(backward.Proto().op)
     scratches = [b for b, ver in _versions(proto.op).items()
                  if ver > 0 and b in undefined and b not in proto.external_output]
     backward.Proto().external_input.extend(scratches)
