@@ -18,7 +18,7 @@ import numpy as np
 from netjit.compiler import runner as _runner
 from netjit.compiler.ops.registry import all_ops, has_op
 from netjit.compiler.reference import run_operator_once
-from netjit.core_plan import as_net_def
+from netjit.core_plan import as_net_def, get_net_name
 from netjit.proto import caffe2_pb2
 from netjit.runtime.errors import BadNameError, BlobNotFound, NetJitError
 from netjit.runtime.workspace import REGISTRY, Workspace
@@ -52,11 +52,9 @@ def StringifyBlobName(name: Any) -> str:
 
 
 def StringifyNetName(name: Any) -> str:
-    if isinstance(name, caffe2_pb2.NetDef):
-        return name.name
-    if hasattr(name, "Proto"):
-        return name.Proto().name
-    return StringifyBlobName(name)
+    if isinstance(name, caffe2_pb2.NetDef) or hasattr(name, "Proto"):
+        return get_net_name(name)
+    return StringifyBlobName(name)   # a plain name, checked as text
 
 
 # ------------------------------------------------------------------------------- workspaces
