@@ -16,6 +16,8 @@ returns None only says "not this instance" (NHWC pools, 3-D convs); that is not 
 """
 from __future__ import annotations
 
+from netjit.compiler.codegen import numba_start
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -155,3 +157,4 @@ def precompile(kernel: KernelCall, values: Mapping[str, Value], readonly: set[st
     a kernel that numba cannot type is found before the run (the node then runs as a host step)."""
     sig = tuple(_numba_type(p, values, readonly, kernel) for p in kernel.params)
     kernel.fn.compile(sig)
+    numba_start.settle()
