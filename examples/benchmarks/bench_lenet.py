@@ -65,11 +65,15 @@ def _worker(conn: Any, engine: str, case: str, batch: int, mnist_dir: str, threa
 
 
 class Worker:
-    def __init__(self, ctx: Any, engine: str, case: str, batch: int, mnist_dir: Path, threads: int | None):
+    """One engine in its own process. ``target``: the worker function (``_worker`` here; other
+    benchmarks pass their own with the same signature and protocol)."""
+
+    def __init__(self, ctx: Any, engine: str, case: str, batch: int, mnist_dir: Path, threads: int | None,
+                 target: Any = None):
         self.engine = engine
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, engine, case, batch, str(mnist_dir), threads),
-                                daemon=True)
+        self.proc = ctx.Process(target=target or _worker,
+                                args=(child, engine, case, batch, str(mnist_dir), threads), daemon=True)
         self.proc.start()
         status, self.check, self.build_s = self.conn.recv()
         if status != "ready":
@@ -90,7 +94,8 @@ class Worker:
 
 
 def run_case(case: str, batch: int, engines: list[str], rounds: int, batch_s: float, mnist_dir: Path,
-             threads: int | None, settle_s: float) -> tuple[dict[str, list[float]], dict[str, Any], dict[str, float]]:
+             threads: int | None, settle_s: float,
+             target: Any = None) -> tuple[dict[str, list[float]], dict[str, Any], dict[str, float]]:
     """Per-call seconds of each engine over interleaved rounds, plus each engine's first output
     and build time (process start to first result, compile included).
 
@@ -101,7 +106,7 @@ def run_case(case: str, batch: int, engines: list[str], rounds: int, batch_s: fl
     workers: list[Worker] = []
     try:
         for engine in engines:  # one at a time, so build/compile times are not inflated by each other
-            workers.append(Worker(ctx, engine, case, batch, mnist_dir, threads))
+            workers.append(Worker(ctx, engine, case, batch, mnist_dir, threads, target))
         for w in workers:
             w.time(3)                                   # warm-up
             time.sleep(settle_s)

@@ -1,8 +1,11 @@
 """A small Caffe2 predict net -> ONNX model converter, for benchmarking onnxruntime on the very same
-graph and weights netjit runs (LeNet from brew, ResNet-50 from the model zoo).
+graph and weights netjit runs (LeNet from brew; ResNet-50 and inception_v1 from the model zoo;
+SqueezeNet 1.1 as bench_compile.py builds it).
 
-It covers the inference ops those nets use: Conv, MaxPool, AveragePool, SpatialBN (is_test),
-Relu, Sum, FC, Softmax. Caffe2 nets rewrite blobs in place (``Relu X -> X``); ONNX wants each
+It covers the inference ops those nets use: Conv, MaxPool, AveragePool (padding excluded from the
+divisor unless ``count_include_pad``, as Caffe2's), SpatialBN (is_test), Relu, Sum, FC (``axis``
+and ``axis_w``), Softmax, Concat (the split-info output is dropped), LRN (the scale output is
+dropped), Dropout (is_test: an Identity). Caffe2 nets rewrite blobs in place (``Relu X -> X``); ONNX wants each
 value defined once, so every write gets a fresh versioned name. Window geometry (kernel, stride,
 pads) is resolved by netjit's own Caffe2 argument decoder against the input's spatial size, so
 the ONNX pads reproduce Caffe2's output sizes; callers should still compare outputs numerically.
@@ -79,8 +82,8 @@ def netdef_to_onnx(net: caffe2_pb2.NetDef, weights: Mapping[str, np.ndarray],
         ins = [names.read(b) for b in op.input]
         if op.type in ("Conv", "MaxPool", "AveragePool"):
             attrs = _window(op, shapes[op.input[0]][2:])
-            if op.type == "AveragePool" and any(attrs["pads"]):
-                raise ValueError(f"op #{index}: padded AveragePool is not converted (count_include_pad rules)")
+            if op.type == "AveragePool":
+                attrs["count_include_pad"] = int(bool(args.count_include_pad))
             emit(op.type, ins, [names.write(op.output[0])], **attrs)  # same names in ONNX
         elif op.type == "SpatialBN":
             if not args.is_test:
@@ -92,12 +95,35 @@ def netdef_to_onnx(net: caffe2_pb2.NetDef, weights: Mapping[str, np.ndarray],
             axis = int(args.axis) if args.has("axis") else 1
             flat = names.write(op.output[0] + "__flat")
             emit("Flatten", ins[:1], [flat], axis=axis)
-            emit("Gemm", [flat, ins[1], ins[2]], [names.write(op.output[0])], transB=1)
+            weight = ins[1]
+            if op.input[1] in weights and weights[op.input[1]].ndim != 2:  # axis_w: a conv-shaped weight
+                axis_w = int(args.axis_w) if args.has("axis_w") else 1
+                weight = names.write(op.input[1] + "__2d")
+                emit("Flatten", [ins[1]], [weight], axis=axis_w)
+            emit("Gemm", [flat, weight, ins[2]], [names.write(op.output[0])], transB=1)
         elif op.type == "Softmax":
             axis = int(args.axis) if args.has("axis") else 1
-            if len(shapes[op.input[0]]) != 2 or axis != 1:
-                raise ValueError(f"op #{index}: Softmax converts for 2-D inputs on axis 1 only")
+            shape = shapes[op.input[0]]
+            # Caffe2 flattens to 2-D at ``axis``; ONNX (opset 13+) normalises along one axis: the
+            # same when the dims after axis 1 are all 1 (a 1x1 global pool's output).
+            if axis != 1 or int(np.prod(shape[2:])) != 1:
+                raise ValueError(f"op #{index}: Softmax converts on axis 1 with trailing unit dims only")
             emit("Softmax", ins, [names.write(op.output[0])], axis=1)
+        elif op.type == "Concat":
+            axis = int(args.axis) if args.has("axis") else (3 if args.has("order") and args.order == "NHWC" else 1)
+            if args.has("add_axis") and args.add_axis:
+                raise ValueError(f"op #{index}: Concat with add_axis is not converted")
+            emit("Concat", ins, [names.write(op.output[0])], axis=axis)
+        elif op.type == "LRN":
+            if args.has("order") and args.order != "NCHW":
+                raise ValueError(f"op #{index}: LRN converts in NCHW only")
+            # Caffe2 and ONNX both divide alpha by size: the same formula.
+            emit("LRN", ins[:1], [names.write(op.output[0])], size=int(args.size), alpha=float(args.alpha),
+                 beta=float(args.beta), bias=float(args.bias))
+        elif op.type == "Dropout":
+            if not args.is_test:
+                raise ValueError(f"op #{index}: Dropout converts only with is_test=1")
+            emit("Identity", ins[:1], [names.write(op.output[0])])
         else:
             raise ValueError(f"op #{index}: {op.type} has no ONNX conversion here")
 
