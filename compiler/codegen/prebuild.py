@@ -207,11 +207,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do nothing if a full warmup already ran for this netjit, numba and CPU")
 
 
+def byte_compile() -> int:
+    """Write the bytecode of netjit's own modules, as ``pip install`` does for a wheel: an editable
+    install (or ``PYTHONDONTWRITEBYTECODE=1``, set on the test VMs) otherwise recompiles about 150
+    modules from source at every start, 0.2-0.45 s of a warm start on the 2-core VM (issue 12).
+    Folders that cannot be written are skipped; returns how many folders were handled."""
+    import compileall
+    import importlib
+
+    done = 0
+    for name in ("netjit", "netjit.compiler", "netjit.runtime", "netjit.proto"):
+        try:
+            folder = Path(importlib.import_module(name).__file__).parent
+        except (ImportError, TypeError):
+            continue
+        if os.access(folder, os.W_OK):
+            # Up-to-date files are only stat'ed, so a wheel install (netjit/ holding the others)
+            # costs nothing extra.
+            compileall.compile_dir(str(folder), quiet=2, workers=1)
+            done += 1
+    return done
+
+
 def run(args: argparse.Namespace) -> int:
     from netjit.compiler.codegen.modules import library_dir
 
     import json
 
+    byte_compile()
     full = args.nets is None
     if args.if_needed and full and not args.model and is_warm():
         print(f"netjit warmup: already done ({library_dir()})")
