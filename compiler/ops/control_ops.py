@@ -15,17 +15,15 @@ reference executor (``NETJIT_EXECUTOR=reference``, ``RunOperatorOnce``) they run
   With ``copy_external_blobs`` the child keeps copies of its bound tensors as they were after
   its run (what a While's gradient needs, one workspace per iteration).
 
-Declare what If/While sub-nets write as the op's outputs (control_ops_util does): the compiler
-treats an op with outputs as a barrier: later ops read the workspace afresh, so they see whatever the
-sub-nets wrote. An op with no outputs is ordered by its inputs only, so a compiled net warns
-(RuntimeWarning) when such an op's sub-net writes blobs.
+In a compiled net every op that runs sub-nets is a barrier (compiler/passes/infer.py), with or
+without declared outputs: later ops read the workspace afresh, so they see whatever the sub-nets
+wrote, declared or not (control_ops_util declares them, as Caffe2's does).
 
 >>> # If([cond, x], [y], then_net=<NetDef: Copy(x) -> y>) copies x into y when cond is True
 """
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import MutableMapping
 from typing import Any, Iterator
 
@@ -180,25 +178,8 @@ def _runner(ctx: Any, ws: Workspace, net: Any, key: str) -> Any:
     k = (key, id(ws))
     entry = cache.get(k)
     if entry is None or entry[0] is not ws:
-        executor = _executor_of(ctx)
-        if executor == "compiled":
-            _warn_undeclared(ctx, net)
-        entry = cache[k] = (ws, make_runner(net, ws, executor=executor))
+        entry = cache[k] = (ws, make_runner(net, ws, executor=_executor_of(ctx)))
     return entry[1]
-
-
-def _warn_undeclared(ctx: Any, net: Any) -> None:
-    """An op with outputs ends a compiled segment (later ops read the workspace afresh); one with no
-    outputs runs inside a segment, which is ordered and fused by declared blobs only, so later ops of
-    that segment may miss what its sub-nets write."""
-    if len(ctx.op.output):
-        return
-    written = sorted({o for op in net.op for o in op.output})
-    if written:
-        warnings.warn(f"net {ctx.net_name!r} op #{ctx.index} ({ctx.op.type}): its sub-net {net.name!r} writes "
-                      f"{written[:8]} but the op declares no outputs; in a compiled net, later ops may not see "
-                      f"those writes (declare them as outputs, as control_ops_util does)",
-                      RuntimeWarning, stacklevel=2)
 
 
 def _condition(ctx: Any, value: Any, what: str) -> bool:

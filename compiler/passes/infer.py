@@ -37,7 +37,10 @@ def type_of(value: Any) -> TensorType | str:
 def infer_node(node: Node, in_types: list[Value]) -> list[TensorType] | None:
     """The output types of one registry node, or None when they cannot be known before it runs."""
     if not node.outputs:
-        return []
+        # A node that runs sub-nets (If, While, Do...) may write any blob of the workspace without
+        # declaring it; segments are ordered and fused by declared blobs only, so such a node must
+        # end its segment: what runs after it then reads the workspace afresh.
+        return None if _runs_subnets(node) else []
     if any(not v.typed for v in in_types):
         return None
     opdef = lookup(node.op)
@@ -55,6 +58,16 @@ def infer_node(node: Node, in_types: list[Value]) -> list[TensorType] | None:
             return None
         result.append(TensorType(tuple(int(d) for d in t.shape), np.dtype(t.dtype)))
     return result
+
+
+def _runs_subnets(node: Node) -> bool:
+    if node.op in ("Fused", "Const"):
+        return False
+    try:
+        schema = lookup(node.op).schema
+    except Exception:  # noqa: BLE001 - an unknown op is reported elsewhere, not here
+        return False
+    return any(spec.kind in ("net", "nets") and node.attrs.get(spec.name) for spec in schema.args)
 
 
 def infer_types(graph: Graph, signature: Mapping[str, TensorType | str], start: int = 0) -> tuple[Graph, int]:

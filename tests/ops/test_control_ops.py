@@ -3,6 +3,8 @@ hand-checked values, compiled runs against the reference executor, the Do worksp
 that name the op and blob, and If/While gradients against central differences."""
 import re
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -354,8 +356,18 @@ def test_sub_nets_stay_compiled_inside_compiled_nets():
     assert ref_sub.executor == "reference"
 
 
-def test_compiled_if_warns_about_undeclared_writes():
-    then_net = _net("undeclared_then", make_op("Scale", ["x"], ["y"], scale=10.0))
-    net = _net("undeclared", make_op("If", ["c"], [], then_net=then_net))
-    with pytest.warns(RuntimeWarning, match=r"op #0 \(If\).*writes \['y'\] but the op declares no outputs"):
-        _run(net, {"c": np.array(True), "x": np.ones(1, np.float32)}, "compiled", [])
+@pytest.mark.parametrize("cond,expected", [(True, [2.0, 0.0, 4.0]), (False, [3.0, 0.0, 6.0])])
+def test_compiled_if_without_declared_outputs_ends_its_segment(cond, expected):
+    """An If that declares no outputs still writes through its sub-nets: the ops after it (fused with
+    the ones before it otherwise) must see those writes, under both executors."""
+    then_net = _net("undeclared_then", make_op("Scale", ["a"], ["b"], scale=2.0))
+    else_net = _net("undeclared_else", make_op("Scale", ["a"], ["b"], scale=3.0))
+    net = _net("undeclared", make_op("Relu", ["x"], ["a"]),
+               make_op("If", ["c"], [], then_net=then_net, else_net=else_net),
+               make_op("Relu", ["b"], ["out"]))
+    feeds = {"c": np.array(cond), "x": np.array([1.0, -1.0, 2.0], np.float32), "b": np.zeros(3, np.float32)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for executor in ("compiled", "reference"):
+            (out,), _ = _run(net, feeds, executor, ["out"])
+            np.testing.assert_array_equal(out, np.array(expected, np.float32))
