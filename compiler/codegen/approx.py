@@ -11,9 +11,11 @@ tests/compiler/test_approx.py, which checks these bounds):
   gradual underflow to 0 below -87.3 (absolute error < 2e-45 there); NaN -> NaN.
 - ``log_f32``: <= 2 ulp for positive normal and subnormal inputs; log(0) = -inf, log(x<0) = NaN,
   log(inf) = inf.
-- ``tanh_f32``: <= 3 ulp; +-1 beyond |x| = 9.1; tanh(-0) = -0; NaN -> NaN.
+- ``exp_neg_f32`` (e^a for a <= 0, what sigmoid and tanh use): <= 1 ulp where the result is normal,
+  absolute error < 2e-45 below; 0 below -104; NaN -> NaN.
+- ``tanh_f32``: <= 3 ulp (1.5 measured); +-1 beyond |x| = 9.1; tanh(-0) = -0; NaN -> NaN.
 - ``sigmoid_f32``: <= 3 ulp relative wherever the result is a normal float (both tails, via
-  exp(-|x|)); results below 1.2e-38 carry the absolute error of a subnormal (< 3e-45).
+  e^-|x|; 2.3 measured); results below 1.2e-38 carry the absolute error of a subnormal (< 3e-45).
 
 They are compiled with FMA contraction (``fastmath={"contract"}`` only: no assumptions about NaN,
 infinities or signed zeros). The polynomial coefficients were fitted for this module (reweighted least squares towards the
@@ -84,6 +86,34 @@ def exp_f32(x):
     return x if x != x else y
 
 
+# e^a for a <= 0, the form sigmoid needs, at about two thirds of exp_f32's cost (both are compute-
+# bound in a fused loop: examples/benchmarks/RESULTS.md "Fused 6-op elementwise chain"):
+# - k = round(a log2 e) by adding a shifter (1.5 * 2^23 + 159): the sum is rounded to an integer and
+#   its low mantissa bits hold k + 159, so 2^(k + 32) is that sum's bits shifted left by 23 (no
+#   round/convert instructions; the exponent field wraps the shifter's own bits out);
+# - p(r) ~ e^r of degree 6 (0.07 ulp on |r| <= ln2/2), its coefficients pre-scaled by 2^-32, so that
+#   p * 2^(k + 32) is one multiply that rounds once, also where the result is subnormal (k + 32
+#   stays >= -118 for a >= -104, so the scale itself is a normal float).
+_SHIFT = _F(12582912.0 + 159.0)
+_NEG_LO = _F(-104.0)                 # e^-104 < 2^-150 rounds to 0
+_P = tuple(_F(c * 2.0 ** -32) for c in (1.0, 1.0, 0.4999999403953552, 0.1666651964187622,
+                                         0.041668400168418884, 0.00836885068565607, 0.0013814320554956794))
+_P0, _P1, _P2, _P3, _P4, _P5, _P6 = _P
+
+
+@njit(**_OPTS)
+def exp_neg_f32(a):
+    """e^a for a <= 0 (callers pass -|x|): <= 1 ulp where normal, a subnormal's absolute error
+    below; -inf -> 0; NaN -> NaN (the clamp keeps it, and NaN times the scale stays NaN)."""
+    a = _F(a)
+    a = _NEG_LO if a < _NEG_LO else a
+    t = a * _LOG2E + _SHIFT
+    k = t - _SHIFT
+    r = (a - k * _LN2_HI) - k * _LN2_LO
+    p = _P0 + r * (_P1 + r * (_P2 + r * (_P3 + r * (_P4 + r * (_P5 + r * _P6)))))
+    return p * f32_from_bits(f32_to_bits(t) << 23)
+
+
 _SQRT2 = _F(1.4142135623730951)
 _LN2 = _F(0.6931471805599453)
 _L = (_F(0.3333330750465393), _F(-0.2500069737434387), _F(0.2000291645526886), _F(-0.16628409922122955),
@@ -124,24 +154,26 @@ _TANH_SMALL = _F(0.625)
 
 @njit(**_OPTS)
 def tanh_f32(x):
-    """tanh x: x (1 + x^2 T(x^2)) for |x| < 0.625 (T degree 5), else sign(x) (1 - 2 / (e^(2|x|) + 1))."""
+    """tanh x: x (1 + x^2 T(x^2)) for |x| < 0.625 (T degree 5), else sign(x) (1 - e) / (1 + e) with
+    e = e^(-2|x|) <= 0.29."""
     x = _F(x)
     a = abs(x)
     z = x * x
     # x * (1 + ...) rather than x + x*...: keeps the sign of -0.0
     small = x * (_ONE + z * (_T0 + z * (_T1 + z * (_T2 + z * (_T3 + z * (_T4 + z * _T5))))))
-    big = _ONE - _TWO / (exp_f32(a + a) + _ONE)
+    e = exp_neg_f32(-(a + a))
+    big = (_ONE - e) / (_ONE + e)
     big = big if x >= _ZERO else -big
     return small if a < _TANH_SMALL else big
 
 
 @njit(**_OPTS)
 def sigmoid_f32(x):
-    """1 / (1 + e^-x) as 1/(1+e) for x >= 0 and e/(1+e) for x < 0, e = e^-|x| in (0, 1]."""
+    """1 / (1 + e^-x) as 1/(1+e) for x >= 0 and e/(1+e) for x < 0, e = e^-|x| in (0, 1]:
+    one division, no overflow."""
     x = _F(x)
-    e = exp_f32(-abs(x))
-    s = _ONE / (_ONE + e)
-    return s if x >= _ZERO else e * s
+    e = exp_neg_f32(-abs(x))
+    return (_ONE if x >= _ZERO else e) / (_ONE + e)
 
 
 @njit(**_OPTS)

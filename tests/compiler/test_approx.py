@@ -18,8 +18,10 @@ def _apply(which, x, y):
             y[i] = approx.log_f32(x[i])
         elif which == 2:
             y[i] = approx.tanh_f32(x[i])
-        else:
+        elif which == 3:
             y[i] = approx.sigmoid_f32(x[i])
+        else:
+            y[i] = approx.exp_neg_f32(x[i])
 
 
 def apply(which: int, x: np.ndarray) -> np.ndarray:
@@ -49,6 +51,17 @@ def test_exp():
     special = apply(0, np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 88.72, 88.73, -103.0, -104.5], F32))
     assert special[0] == np.inf and special[1] == 0 and np.isnan(special[2]) and special[3] == special[4] == 1
     assert np.isfinite(special[5]) and special[6] == np.inf and 0 < special[7] < 1e-44 and special[8] == 0
+
+
+def test_exp_of_non_positive_arguments():
+    x = np.concatenate([grid(-110, 0), -np.random.default_rng(2).uniform(0, 1, 200_000).astype(F32)])
+    got, want = apply(4, x), np.exp(x.astype(np.float64))
+    normal = want >= np.finfo(F32).tiny
+    assert ulps(got[normal], want[normal]).max() <= 1
+    assert np.abs(got[~normal] - want[~normal]).max() < 2e-45
+    special = apply(4, np.array([0.0, -0.0, -np.inf, np.nan, -104.5, -103.0], F32))
+    assert special[0] == special[1] == 1 and special[2] == 0 and np.isnan(special[3])
+    assert special[4] == 0 and 0 < special[5] < 1e-44
 
 
 def test_log():
@@ -82,9 +95,10 @@ def test_sigmoid_both_tails():
     assert special[0] == 1 and special[1] == 0 and np.isnan(special[2]) and special[3] == 0.5
 
 
-@pytest.mark.parametrize("fn", ["exp_f32", "log_f32", "tanh_f32", "sigmoid_f32"])
+@pytest.mark.parametrize("fn", ["exp_f32", "log_f32", "tanh_f32", "sigmoid_f32", "exp_neg_f32"])
 def test_scalar_calls_match_the_loop(fn):
     f = getattr(approx, fn)
     xs = np.array([0.3, 1.7, 5.0, 20.0], F32)
-    which = ["exp_f32", "log_f32", "tanh_f32", "sigmoid_f32"].index(fn)
+    which = ["exp_f32", "log_f32", "tanh_f32", "sigmoid_f32", "exp_neg_f32"].index(fn)
+    xs = -xs if fn == "exp_neg_f32" else xs
     np.testing.assert_array_equal(apply(which, xs), np.array([f(v) for v in xs], F32))
