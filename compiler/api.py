@@ -328,17 +328,26 @@ class CompiledRunner:
 # --------------------------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------------------------
+def net_digest(net: caffe2_pb2.NetDef) -> bytes:
+    """The content key of a NetDef: RunNetOnce computes it once and hands it on (serialising a net
+    costs about a microsecond per few ops; RunNetOnce used to do it three times)."""
+    return hashlib.blake2b(net.SerializeToString(), digest_size=16).digest()
+
+
 def _cache_key(net: caffe2_pb2.NetDef, visible: Iterable[str] | None, outputs: Iterable[str] | None,
-               device: str) -> tuple:
-    digest = hashlib.blake2b(net.SerializeToString(), digest_size=16).digest()
+               device: str, digest: bytes | None = None) -> tuple:
+    if digest is None:
+        digest = net_digest(net)
     return (digest, None if visible is None else tuple(sorted(visible)),
             None if outputs is None else tuple(outputs), device)
 
 
 def get_compiled(net: caffe2_pb2.NetDef, visible: Iterable[str] | None = None,
-                 outputs: Iterable[str] | None = None, device: str = "cpu") -> CompiledNet:
-    """The cached CompiledNet for this exact NetDef (by content), mode and device."""
-    key = _cache_key(net, visible, outputs, device)
+                 outputs: Iterable[str] | None = None, device: str = "cpu",
+                 digest: bytes | None = None) -> CompiledNet:
+    """The cached CompiledNet for this exact NetDef (by content), mode and device. ``digest``:
+    ``net_digest(net)`` when the caller has it already."""
+    key = _cache_key(net, visible, outputs, device, digest)
     with _CACHE_LOCK:
         compiled = _CACHE.get(key)
         if compiled is not None:
@@ -397,13 +406,26 @@ def compile(net: Any, inputs: Mapping[str, Any] | None = None, outputs: Iterable
     return compiled
 
 
-def compiled_runner(net: caffe2_pb2.NetDef, ws: Workspace, outputs: list[str] | None = None) -> CompiledRunner:
+# digest -> whether that net places any op on a GPU (RunNetOnce meets the same nets again and again).
+_USES_CUDA: "OrderedDict[bytes, bool]" = OrderedDict()
+
+
+def compiled_runner(net: caffe2_pb2.NetDef, ws: Workspace, outputs: list[str] | None = None,
+                    digest: bytes | None = None) -> CompiledRunner:
     """The runner ``workspace.CreateNet``/``RunNet``/``RunNetOnce`` use: Caffe2's construction
     checks, then compiled runs that leave every written blob visible with Caffe2's value; with
-    ``outputs`` (a private workspace, as a Predictor's) only those blobs and updated parameters."""
+    ``outputs`` (a private workspace, as a Predictor's) only those blobs and updated parameters.
+    ``digest``: ``net_digest(net)`` when the caller has it already."""
     from netjit.runtime.device import net_uses_cuda
-    if net_uses_cuda(net):   # placed on a GPU (DeviceOption CUDA): the numba-cuda backend runs it
+    if digest is None:
+        digest = net_digest(net)
+    uses_cuda = _USES_CUDA.get(digest)
+    if uses_cuda is None:
+        uses_cuda = _USES_CUDA[digest] = net_uses_cuda(net)
+        if len(_USES_CUDA) > CACHE_SIZE:
+            _USES_CUDA.popitem(last=False)
+    if uses_cuda:   # placed on a GPU (DeviceOption CUDA): the numba-cuda backend runs it
         from netjit.compiler.codegen.cuda_runner import cuda_runner
         return cuda_runner(net, ws, outputs)
-    return CompiledRunner(get_compiled(net, outputs, outputs), ws, check=True)
+    return CompiledRunner(get_compiled(net, outputs, outputs, digest=digest), ws, check=True)
 

@@ -40,12 +40,13 @@ class ReferenceRunner:
 
 
 def make_runner(net: caffe2_pb2.NetDef, ws: Workspace, executor: str | None = None,
-                private_outputs: list[str] | None = None):
+                private_outputs: list[str] | None = None, digest: bytes | None = None):
     """A runner for ``net`` on ``ws``. ``private_outputs``: the workspace is private to its owner
     (a Predictor's), so only these blobs need their values after a run; the compiled executor
-    may then keep other intermediates in its arena and fuse them away."""
+    may then keep other intermediates in its arena and fuse them away. ``digest``: the net's
+    ``compiler.api.net_digest`` when the caller computed it already."""
     executor = executor or default_executor()
     if executor == "reference":
         return ReferenceRunner(net, ws)
     from netjit.compiler.api import compiled_runner  # late: keeps `import runner` light
-    return compiled_runner(net, ws, private_outputs)
+    return compiled_runner(net, ws, private_outputs, digest)

@@ -217,12 +217,14 @@ def _net_proto(net: Any) -> caffe2_pb2.NetDef:
 _ADMITTED: "OrderedDict[bytes, None]" = OrderedDict()
 
 
-def _admit(net: caffe2_pb2.NetDef) -> None:
+def _admit(net: caffe2_pb2.NetDef, key: bytes | None = None) -> None:
     """What every entry point checks before constructing a net: names are text, and no code from a
-    file runs without consent (Python ops with pickled builders)."""
+    file runs without consent (Python ops with pickled builders). ``key``: the net's content digest
+    (``compiler.api.net_digest``) when the caller has it."""
     from netjit.compiler.ops.python_op import check_consent
     from netjit.proto.io import check_net_names
-    key = hashlib.blake2b(net.SerializeToString(), digest_size=16).digest()
+    if key is None:
+        key = hashlib.blake2b(net.SerializeToString(), digest_size=16).digest()
     if key in _ADMITTED:
         return
     check_net_names(net)
@@ -292,8 +294,9 @@ def RunNet(name: Any, num_iter: int = 1, allow_fail: bool = False) -> bool:
 def RunNetOnce(net: Any) -> bool:
     """Construct ``net``, run it once, and forget it (the compiled plan stays cached)."""
     proto = _net_proto(net)
-    _admit(proto)
-    _runner.make_runner(proto, _ws()).run()
+    digest = hashlib.blake2b(proto.SerializeToString(), digest_size=16).digest()
+    _admit(proto, digest)
+    _runner.make_runner(proto, _ws(), digest=digest).run()
     return True
 
 
