@@ -50,7 +50,7 @@ def _apply(ctx: Any, a: Any, b: Any, fn: Callable[[np.ndarray, np.ndarray], Any]
         raise ctx.error(f"{err} (A {ctx.input_name(0)!r} {a.shape}, B {ctx.input_name(1)!r} {b.shape})",
                         blob=ctx.input_name(err.operand)) from None
     result = fn(a.reshape(views.a_view), b.reshape(views.b_view))
-    return np.ascontiguousarray(np.broadcast_to(result, views.out_shape), dtype=np.bool_)
+    return np.array(np.broadcast_to(result, views.out_shape), dtype=np.bool_, order="C")   # keeps 0-d 0-d
 
 
 def _compare(fn: Callable[[np.ndarray, np.ndarray], Any]) -> Callable[..., np.ndarray]:

@@ -201,7 +201,7 @@ def transpose(ctx, x):
         axes = transpose_axes(ctx.args, x.ndim)
     except ValueError as err:
         raise ctx.error(str(err), blob=ctx.input_name(0)) from None
-    return np.ascontiguousarray(np.transpose(x, axes))
+    return np.array(np.transpose(x, axes), order="C")   # (ascontiguousarray makes 0-d data 1-d)
 
 
 # --------------------------------------------------------------------------------------------

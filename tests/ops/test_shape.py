@@ -176,3 +176,14 @@ def test_expand_dims_and_squeeze(shape, dims, expect):
 def test_dims_errors(op_type, shape, dims, match):
     with pytest.raises(Exception, match=match):
         run_op(op_type, [np.zeros(shape)], dims=dims)
+
+
+@pytest.mark.parametrize("op_type,inputs", [
+    ("Transpose", [np.array(3.0, np.float32)]),
+    ("And", [np.array(True), np.array(False)]),
+    ("GT", [np.array(3.0, np.float32), np.array(1.0, np.float32)]),
+])
+def test_zero_dim_data_stays_zero_dim(op_type, inputs):
+    """0-d in, 0-d out, as inference says (np.ascontiguousarray would have made it 1-d)."""
+    (out,) = check_infer(op_type, inputs)
+    assert out.shape == ()
