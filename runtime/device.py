@@ -35,8 +35,13 @@ def simulator_enabled() -> bool:
 
 
 def _driver_present() -> bool:
-    # A cheap test before importing numba.cuda: no NVIDIA device node means no usable GPU.
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+    # A cheap test before importing numba.cuda (seconds with numba-cuda): no NVIDIA device node and
+    # no driver under /proc means no usable GPU. Sandboxed GPU machines may show only some of these;
+    # NETJIT_CUDA_PROBE=1 skips the test and asks the driver.
+    if os.environ.get("NETJIT_CUDA_PROBE", "").strip() not in ("", "0"):
+        return True
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/nvidia-uvm",
+                                           "/proc/driver/nvidia/version"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,15 +51,29 @@ def num_cuda_devices() -> int:
     >>> isinstance(num_cuda_devices(), int)
     True
     """
+    global _PROBE_ERROR
     if simulator_enabled():
         return 1
     if not _driver_present():
+        _PROBE_ERROR = "no NVIDIA driver"
         return 0
     try:
         from numba import cuda
-        return len(cuda.gpus) if cuda.is_available() else 0
-    except Exception:  # noqa: BLE001 - a broken driver install counts as no GPU
+        if not cuda.is_available():
+            _PROBE_ERROR = "numba.cuda.is_available() is False (see numba.cuda.detect())"
+            return 0
+        return len(cuda.gpus)
+    except Exception as err:  # noqa: BLE001 - a broken driver install counts as no GPU (and says why)
+        _PROBE_ERROR = f"numba.cuda failed to start: {type(err).__name__}: {str(err).strip()[:300]}"
         return 0
+
+
+_PROBE_ERROR: str | None = None
+
+
+def unavailable_reason() -> str:
+    """Why ``num_cuda_devices()`` found no GPU ("" when it found one or was not asked yet)."""
+    return _PROBE_ERROR or ""
 
 
 def gpu_support() -> bool:
@@ -94,8 +113,9 @@ def check_device(device: tuple[str, int], *, net: str | None = None, index: int 
         return
     n = num_cuda_devices()
     if n == 0:
+        why = unavailable_reason() or "no NVIDIA driver"
         raise DeviceError("it asks for CUDA device "
-                          f"{device[1]} but this machine has no GPU (no NVIDIA driver) and the CUDA "
+                          f"{device[1]} but this machine has no GPU ({why}) and the CUDA "
                           "simulator is off; run it on a GPU machine, set NUMBA_ENABLE_CUDASIM=1 to "
                           "simulate one, or drop the CUDA DeviceOption to run on the CPU",
                           net=net, index=index, op_type=op_type, blob=blob)

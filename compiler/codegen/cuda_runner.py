@@ -100,6 +100,9 @@ class CudaNet:
         self._by_start: dict[int, list[CudaPlan]] = {}
         self._lock = threading.RLock()
         self._exposed: dict[int, list[str]] = {}
+        # Ops run between plans (outputs typed only when they run): op index -> (op type, blobs
+        # copied device->host, host->device) at their last run, for explain().
+        self.barriers: dict[int, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
 
     def on_device(self, node: Node) -> bool:
         if node.op == "Fused":
@@ -255,6 +258,13 @@ class CudaNet:
                     lines.append(f"{head}  folded constant on {'CUDA:0' if s.on_device else 'CPU'}")
             for f in plan.fallbacks:
                 lines.append(f"  fallback to the host: {f}")
+            for index in sorted(self.barriers):
+                if index == plan.stop:
+                    op_type, down, up = self.barriers[index]
+                    lines.append(f"then [host  ] #{index} {op_type}: run between plans (its outputs are typed "
+                                 f"when it runs)")
+                    if down or up:
+                        lines.append(f"        copies: device->host {list(down)}; host->device {list(up)}")
             if sources:
                 for k, s in enumerate(st for st in plan.steps if st.kind == "kernel" and st.kernel.source):
                     lines.append(f"  --- cuda kernel K{k} ({s.kernel.description}) ---")
@@ -357,6 +367,12 @@ class CudaRunner:
 
     def _host(self, node: Node, ins: list[Any], on_device: bool) -> list[Any]:
         host_ins = [dev.to_host(v) for v in ins]
+        if node.op == "Fused":      # a group whose kernel failed to compile: its members in order
+            env = dict(zip(node.inputs, host_ins))
+            for m in node.attrs["nodes"]:
+                env.update(zip(m.outputs, self._host(m, [env[i] for i in m.inputs], False)))
+            outs = [env[o] for o in node.outputs]
+            return [dev.to_device(o) if on_device and dev.movable(o) else o for o in outs]
         try:
             outs = reference_call(lookup(node.op).reference)(self.context(node), host_ins)
         except Exception as err:  # noqa: BLE001 - located and re-raised
@@ -403,13 +419,30 @@ class CudaRunner:
                         s.kernel.run(ins, outs)
                     else:
                         self._timed(s, ins, outs)
-                except Exception as err:  # noqa: BLE001 - located and re-raised
-                    self._fail(node, err, g)
-                self.kernel_launches += len(s.kernel.launches)
+                    self.kernel_launches += len(s.kernel.launches)
+                except Exception as err:  # noqa: BLE001 - located and re-raised, or a host fallback
+                    if not compile_error(err):
+                        self._fail(node, err, g)
+                    self._demote(plan, s, err)
+                    outs = self._host(node, ins, s.on_device)
             env.update(zip(node.outputs, outs))
         for blob, vid in g.outputs.items():
             if vid in env:
                 self.ws.blobs[blob] = env[vid]
+
+    def _demote(self, plan: CudaPlan, s: CudaStep, err: BaseException) -> None:
+        """A kernel numba could not compile for this device: the step runs its reference on the host
+        from now on (explain() and fallbacks() say why; NETJIT_STRICT=1 raises instead)."""
+        node = s.node
+        first = node.attrs["nodes"][0] if node.op == "Fused" else node
+        fb = strict.check(strict.Fallback("kernel", first.index, node.describe(), strict.reason_of(err),
+                                          unexpected=True), self.net.name)
+        with self.compiled._lock:
+            if s.kind == "kernel":
+                plan.fallbacks.append(fb)
+                s.kind, s.kernel = "host", None
+                s.note = "host (its GPU kernel failed to compile)"
+                self.compiled._mark_copies(plan.graph, plan.steps, dict(plan.signature))
 
     def _timed(self, s: CudaStep, ins: list[Any], outs: list[Any]) -> None:
         """Run a kernel step between two CUDA events and report its device time."""
@@ -430,9 +463,35 @@ class CudaRunner:
             outs = [self._copy(node, ins[0])]
         else:
             self._check_inputs(node, names, ins, on_device, set())
-            outs = self._host(node, ins, on_device)
+            # Some host ops read their blobs from the workspace by name (Python ops, as Caffe2's
+            # GPU fallback ran them): they see host copies, and blobs they rewrite go back up.
+            swapped = {b: (v, dev.to_host(v)) for b, v in zip(names, ins) if dev.is_device_array(v)}
+            for b, (_, host) in swapped.items():
+                self.ws.blobs[b] = host
+            try:
+                outs = self._host(node, ins, on_device)
+            finally:
+                for b, (orig, host) in swapped.items():
+                    now = self.ws.blobs.get(b)
+                    if now is host or not dev.movable(now):
+                        self.ws.blobs[b] = orig
+                    else:
+                        self.ws.blobs[b] = dev.to_device(now)
+            up = tuple(b for b, v in zip(node.proto.output, outs) if dev.is_device_array(v))
+            self.compiled.barriers[node.index] = (node.op, tuple(swapped), up)
         for b, v in zip(node.proto.output, outs):
             self.ws.blobs[b] = v
+
+
+def compile_error(err: BaseException) -> bool:
+    """numba could not compile a kernel for this device (typing, lowering, NVVM, linking): the
+    step can still run on the host. Errors while a compiled kernel runs are not these."""
+    try:
+        from numba.core.errors import NumbaError
+    except ImportError:  # pragma: no cover - numba without numba.core
+        NumbaError = ()  # noqa: N806
+    names = {"NvvmError", "NvvmSupportError", "NvrtcError", "NvrtcCompilationError", "LinkerError"}
+    return isinstance(err, NumbaError) or any(c.__name__ in names for c in type(err).__mro__)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,9 +48,14 @@ def _median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
 def _torch_cuda() -> Any:
     try:
         import torch
-        return torch if torch.cuda.is_available() else None
-    except Exception:  # noqa: BLE001 - absent: the PyTorch column is left empty
+    except Exception:  # noqa: BLE001 - absent or broken: the PyTorch column is left empty
         return None
+    if not torch.cuda.is_available():
+        return None
+    # fp32 as netjit computes it: no TF32 in cuDNN convolutions or cuBLAS products.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return torch
 
 
 # ------------------------------------------------------------------------------ 1. fused chain
@@ -122,14 +127,26 @@ def gemm_vs_cublas(n: int, repeat: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ 2. ResNet-50
-def resnet50(batch: int, repeat: int) -> dict[str, Any]:
+def _resnet50_net() -> tuple[caffe2_pb2.NetDef, str, tuple[int, ...], str]:
+    """(predict net placed on the GPU, input blob, input shape, where it came from): the zoo's
+    predict net with random weights where the zoo is here, else Caffe2's ResNet-50 builder
+    (caffe2.python.models.resnet, is_test) with its init net's weights; both on the device."""
     from netjit import zoo
-    if "resnet50" not in zoo.zoo_models():
-        return {"skipped": f"no zoo nets under {zoo.zoo_dir()} (set NETJIT_ZOO_DIR)"}
-    net, data, shape = zoo.load_zoo_net("resnet50")
-    net = on_gpu(net)
-    for name, value in zoo.random_zoo_weights("resnet50").items():
-        workspace.FeedBlob(name, value, GPU)
+    if "resnet50" in zoo.zoo_models():
+        net, data, shape = zoo.load_zoo_net("resnet50")
+        for name, value in zoo.random_zoo_weights("resnet50").items():
+            workspace.FeedBlob(name, value, GPU)
+        return on_gpu(net), data, tuple(shape), "the zoo"
+    from netjit.models import resnet
+    model = model_helper.ModelHelper(name="resnet50_bench", arg_scope={"order": "NCHW"}, init_params=True)
+    with core.DeviceScope(GPU):
+        resnet.create_resnet50(model, "data", num_input_channels=3, num_labels=1000, is_test=True)
+    workspace.RunNetOnce(model.param_init_net)
+    return model.net.Proto(), "data", (1, 3, 224, 224), f"the brew builder (no zoo under {zoo.zoo_dir()})"
+
+
+def resnet50(batch: int, repeat: int) -> dict[str, Any]:
+    net, data, shape, source = _resnet50_net()
     x = np.random.default_rng(1).standard_normal((batch,) + tuple(shape[1:])).astype(np.float32)
     workspace.FeedBlob(data, x, GPU)
     workspace.CreateNet(net, overwrite=True)
@@ -137,22 +154,23 @@ def resnet50(batch: int, repeat: int) -> dict[str, Any]:
     def step() -> None:
         workspace.RunNet(net.name)
         dev.synchronize()
-    out: dict[str, Any] = {"netjit_ms": _median_ms(step, repeat)}
+    out: dict[str, Any] = {"netjit_ms": _median_ms(step, repeat), "source": source}
     torch = _torch_cuda()
     try:
-        import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001
-        torch = None
-    if torch is not None:
         import torchvision
-        model = torchvision.models.resnet50().cuda().eval()
-        xt = torch.from_numpy(x).cuda()
+    except Exception:  # noqa: BLE001 - no torchvision: no PyTorch ResNet-50
+        torchvision = None
+    if torch is None or torchvision is None:
+        out["torch_note"] = "no torch/torchvision on the GPU"
+        return out
+    model = torchvision.models.resnet50().cuda().eval()
+    xt = torch.from_numpy(x).cuda()
 
-        def tstep() -> None:
-            with torch.no_grad():
-                model(xt)
-            torch.cuda.synchronize()
-        out["torch_ms"] = _median_ms(tstep, repeat)
+    def tstep() -> None:
+        with torch.no_grad():
+            model(xt)
+        torch.cuda.synchronize()
+    out["torch_ms"] = _median_ms(tstep, repeat)
     return out
 
 
@@ -223,50 +241,109 @@ def overhead(batch_seconds: float) -> dict[str, Any]:
     return {"cpu_us": cpu.median_us, "gpu_us": gpu.median_us, "launches": launches}
 
 
+def _device_name() -> str:
+    if dev.simulator_enabled():
+        return "CUDA simulator (timings meaningless)"
+    name = dev.cuda().get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _versions() -> str:
+    from importlib import metadata
+    out = []
+    for dist in ("numba", "numba-cuda", "numpy", "cupy-cuda13x", "cupy-cuda12x", "torch", "torchvision"):
+        try:
+            out.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+class Table:
+    """Rows printed as soon as each is measured (a stage killed by its timeout keeps what it printed);
+    a row that fails prints its error instead of ending the run."""
+    def __init__(self, budget_s: float):
+        self.deadline = time.perf_counter() + budget_s
+        self.failed = 0
+        print(f"{'benchmark':44s} {'netjit':>24s} {'reference':>24s}  ratio / target", flush=True)
+
+    def row(self, name: str, a: str, b: str = "", r: str = "") -> None:
+        print(f"{name:44s} {a:>24s} {b:>24s}  {r}", flush=True)
+
+    def measure(self, name: str, fn: Callable[[], tuple[str, str, str] | None]) -> None:
+        if time.perf_counter() > self.deadline:
+            self.row(name, "skipped: time budget spent")
+            return
+        try:
+            cells = fn()
+        except Exception as err:  # noqa: BLE001 - one row's failure is reported, the others still run
+            self.failed += 1
+            self.row(name, "FAILED", "", f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160]}"
+                     if str(err).strip() else type(err).__name__)
+            import traceback
+            traceback.print_exc(file=sys.stdout)
+            return
+        if cells is not None:
+            self.row(name, *cells)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (the CUDA simulator, CI)")
     parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--budget", type=float, default=170.0,
+                        help="seconds: rows not started by then are skipped (gpu_check.sh's stage limit)")
     args = parser.parse_args(argv)
     if dev.num_cuda_devices() == 0:
-        print("no GPU (and NUMBA_ENABLE_CUDASIM is unset): nothing to measure", file=sys.stderr)
+        print(f"no GPU ({dev.unavailable_reason() or 'none found'}) and NUMBA_ENABLE_CUDASIM is unset: "
+              "nothing to measure", file=sys.stderr)
         return 2
     repeat = args.repeat or (2 if args.tiny else 10)
-    where = "CUDA simulator (timings meaningless)" if dev.simulator_enabled() else dev.cuda().get_current_device().name
-    print(f"bench_gpu on {where}")
-    rows = []
-    c = fused_chain(4096 if args.tiny else 64 * 2 ** 20, repeat)
-    rows.append((f"fused chain {c['n']} f32 ({c['launches']} launch)", f"{c['kernel_ms']:.3f} ms "
-                 f"{c['kernel_gbs']:.0f} GB/s", f"d2d copy {c['copy_gbs']:.0f} GB/s",
-                 f"{100 * c['fraction']:.0f}% of copy (>= 70%)"))
+    print(f"bench_gpu on {_device_name()}; {_versions()}", flush=True)
+    torch = _torch_cuda()
+    print("PyTorch column: " + ("torch " + torch.__version__ + " on the GPU (TF32 off: fp32 as netjit)"
+                                if torch is not None else "left empty (torch absent or without CUDA)"), flush=True)
+    table = Table(args.budget)
+
+    def chain() -> tuple[str, str, str]:
+        c = fused_chain(4096 if args.tiny else 64 * 2 ** 20, repeat)
+        return (f"{c['kernel_ms']:.3f} ms {c['kernel_gbs']:.0f} GB/s", f"d2d copy {c['copy_gbs']:.0f} GB/s",
+                f"{100 * c['fraction']:.0f}% of copy (>= 70%); {c['launches']} launch(es)")
+    table.measure(f"fused chain {4096 if args.tiny else 64 * 2 ** 20} f32", chain)
+
     if not args.tiny:
-        gm = gemm_vs_cublas(2048, repeat)
-        t = gm.get("cublas_ms")
-        rows.append(("GEMM 2048^3 numba tiled vs cuBLAS", f"{gm['numba_ms']:.2f} ms",
-                     f"cuBLAS {t:.2f} ms" if t else "no cupy",
-                     ("NETJIT_CUDA_CUBLAS=1 is faster" if t < gm["numba_ms"] else "numba is faster") if t else ""))
-    if args.tiny:
-        rows.append(("ResNet-50 b32", "skipped (--tiny)", "", ""))
-    else:
-        r = resnet50(32, repeat)
-        if "skipped" in r:
-            rows.append(("ResNet-50 b32", r["skipped"], "", ""))
-        else:
+        def gemm() -> tuple[str, str, str]:
+            gm = gemm_vs_cublas(2048, repeat)
+            t = gm.get("cublas_ms")
+            verdict = ("NETJIT_CUDA_CUBLAS=1 is faster" if t < gm["numba_ms"] else "numba is faster") if t else ""
+            return f"{gm['numba_ms']:.2f} ms", f"cuBLAS {t:.2f} ms" if t else "no cupy", verdict
+        table.measure("GEMM 2048^3 numba tiled vs cuBLAS", gemm)
+
+        def resnet() -> tuple[str, str, str]:
+            r = resnet50(32, repeat)
             t = r.get("torch_ms")
-            rows.append(("ResNet-50 b32 predict", f"{r['netjit_ms']:.2f} ms", f"{t:.2f} ms" if t else "n/a",
-                         f"{r['netjit_ms'] / t:.2f}x (<= 1.5x)" if t else ""))
+            return (f"{r['netjit_ms']:.2f} ms", f"torch {t:.2f} ms" if t else r.get("torch_note", "n/a"),
+                    f"{r['netjit_ms'] / t:.2f}x (<= 1.5x); net from {r['source']}" if t else f"net from {r['source']}")
+        table.measure("ResNet-50 b32 predict", resnet)
+    else:
+        table.row("ResNet-50 b32", "skipped (--tiny)")
+
     lb = 2 if args.tiny else 64
-    s = lenet_step(lb, repeat, args.tiny)
-    t = s.get("torch_ms")
-    rows.append((f"LeNet train step b{lb}{' (small)' if args.tiny else ''}", f"{s['netjit_ms']:.2f} ms",
-                 f"{t:.2f} ms" if t else "n/a", f"{s['netjit_ms'] / t:.2f}x (<= 1.5x)" if t else ""))
-    o = overhead(0.02 if args.tiny else 0.2)
-    rows.append((f"tiny net RunNet ({o['launches']} launch)", f"{o['gpu_us']:.1f} us", f"CPU {o['cpu_us']:.1f} us",
-                 f"{o['gpu_us'] / o['cpu_us']:.2f}x CPU (<= 2x + launches)"))
-    print(f"{'benchmark':40s} {'netjit':>22s} {'reference':>22s}  ratio / target")
-    for name, a, b, r in rows:
-        print(f"{name:40s} {a:>22s} {b:>22s}  {r}")
-    return 0
+
+    def lenet() -> tuple[str, str, str]:
+        s = lenet_step(lb, repeat, args.tiny)
+        t = s.get("torch_ms")
+        return (f"{s['netjit_ms']:.2f} ms", f"torch {t:.2f} ms" if t else "n/a",
+                f"{s['netjit_ms'] / t:.2f}x (<= 1.5x)" if t else "")
+    table.measure(f"LeNet train step b{lb}{' (small)' if args.tiny else ''}", lenet)
+
+    def runnet() -> tuple[str, str, str]:
+        o = overhead(0.02 if args.tiny else 0.2)
+        return (f"{o['gpu_us']:.1f} us", f"CPU {o['cpu_us']:.1f} us",
+                f"{o['gpu_us'] / o['cpu_us']:.2f}x CPU (<= 2x + launches); {o['launches']} launch(es)")
+    table.measure("tiny net RunNet", runnet)
+    print(f"bench_gpu: {table.failed} row(s) failed", flush=True)
+    return 1 if table.failed else 0
 
 
 if __name__ == "__main__":
