@@ -19,6 +19,31 @@ def test_cuda_backend_under_the_simulator():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/cuda"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert "NUMBA_ENABLE_CUDASIM" not in os.environ      # set in the child's environment only
     tail = (out.stdout + out.stderr)[-4000:]
     assert out.returncode == 0, tail
     assert " passed" in out.stdout and " failed" not in out.stdout, tail
+
+
+def test_cpu_tests_never_import_numba_cuda_nor_set_the_simulator():
+    """The CPU suite (this process) must not turn the simulator on or import numba.cuda: a CUDA
+    module imported in simulator mode would stay so for every later test. Tests collected before
+    this one (alphabetical: every tests/ folder) have run by now; a fresh interpreter that imports
+    every netjit module, the CUDA backend's included, must not import numba.cuda either."""
+    from netjit.runtime import device as dev
+    assert os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0")
+    if dev._driver_present():
+        pytest.skip("a GPU driver is here: importing numba.cuda to ask it is expected")
+    assert "numba.cuda" not in sys.modules, "a CPU test imported numba.cuda"
+    code = ("import sys, netjit, netjit.compiler\n"
+            "from netjit import workspace\n"
+            "import netjit.compiler.codegen.numba_cuda, netjit.compiler.codegen.cuda_runner\n"
+            "import netjit.compiler.codegen.cuda_gemm, netjit.compiler.codegen.cuda_ops, netjit.bench_cuda\n"
+            "assert workspace.NumCudaDevices() == 0 and not workspace.has_gpu_support\n"
+            "print('numba.cuda' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "NETJIT_CUDA_PROBE")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "False", out.stdout
+

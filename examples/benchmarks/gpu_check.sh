@@ -39,6 +39,8 @@ if [ -n "${GPU_CHECK_SIMULATE:-}" ]; then
 else
     unset NUMBA_ENABLE_CUDASIM
     export NETJIT_CUDA_PROBE=1        # ask the driver even where /dev/nvidia* is not visible
+    # numba-cuda's advice on small grids and implicit host copies (the tests' tiny shapes) is noise here.
+    export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0 NUMBA_CUDA_WARN_ON_IMPLICIT_COPY=0
     BENCH_ARGS=()
 fi
 
