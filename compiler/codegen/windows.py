@@ -363,7 +363,9 @@ def conv2d_gradient(x, wt, dy, dw_, db, dx, with_db, with_dx,
 @njit(**_OPTS)
 def _nanmax(a, b):
     # The larger, NaN if either is NaN (as numpy's max, which the reference uses).
-    return a if (a > b or a != a) else b
+    # `|`, not `or`: a short-circuit is a branch, and it kept LLVM from vectorising every pool
+    # loop (0.9 -> 0.14 ns per element measured, float32 on AVX-512).
+    return a if (a > b) | (a != a) else b
 
 
 @njit(**_OPTS)
@@ -400,20 +402,125 @@ def _row_taps(xb, a, h, w, kh, kw, sh, pt, pl, sw, ow, rows, los, his):
 
 
 @njit(**_OPTS)
+def _hmax_rows(xf, xb, hf, h, w, kw, pl, ow, lowest):
+    """Stride-1 row maxima: hf[r*ow + b] = max(lowest, x[r, b - pl + j] over in-bounds taps j).
+    'Same' rows (ow == w) go as one flat pass per tap over the whole plane, long enough to
+    vectorise (13-wide rows alone run mostly in the scalar remainder), and the edge columns,
+    whose flat window strayed into the neighbouring row, are redone within their row."""
+    flat = ow == w
+    n = h * ow
+    for q in range(n):
+        hf[U(q)] = lowest
+    for j in range(kw):
+        off = j - pl
+        if flat:
+            src = U(xb + off)
+            for q in range(max(0, -off), min(n, n - off)):
+                hf[U(q)] = _nanmax(xf[src + U(q)], hf[U(q)])
+            continue
+        lo, hi = _valid_range(ow, 1, off, w)
+        for r in range(h):
+            src = U(xb + r * w + off)
+            for b in range(lo, hi):
+                hf[U(r * ow + b)] = _nanmax(xf[src + U(b)], hf[U(r * ow + b)])
+    if not flat:
+        return
+    left = min(pl, ow)
+    right = max(left, ow - (kw - 1 - pl))
+    for r in range(h):
+        for e in range(left + ow - right):
+            b = e if e < left else right + e - left
+            v = lowest
+            for j in range(kw):
+                iw = b + j - pl
+                if 0 <= iw < w:
+                    v = _nanmax(xf[U(xb + r * w + iw)], v)
+            hf[U(r * ow + b)] = v
+
+
+@njit(**_OPTS)
+def _max_pool_separable(xf, yf, p0, p1, h, w, kh, kw, pt, pl, oh, ow, lowest):
+    """Stride-1 windows as row maxima then column maxima (kh + kw instead of kh * kw compares);
+    the output rows whose whole window is inside take one flat pass per kernel row."""
+    hf = np.empty(h * ow, xf.dtype)
+    a_lo = min(oh, pt)                       # first output row with tap 0 inside
+    a_hi = max(a_lo, min(oh, h - kh + 1 + pt))   # rows [a_lo, a_hi) have every tap inside
+    for p_ in range(p0, p1):
+        _hmax_rows(xf, p_ * h * w, hf, h, w, kw, pl, ow, lowest)
+        yb = p_ * oh * ow
+        n = (a_hi - a_lo) * ow
+        dst = U(yb + a_lo * ow)
+        for q in range(n):
+            yf[dst + U(q)] = lowest
+        for i in range(kh):
+            src = U((a_lo - pt + i) * ow)
+            for q in range(n):
+                yf[dst + U(q)] = _nanmax(hf[src + U(q)], yf[dst + U(q)])
+        for e in range(a_lo + oh - a_hi):
+            a = e if e < a_lo else a_hi + e - a_lo
+            dst = U(yb + a * ow)
+            for b in range(ow):
+                yf[dst + U(b)] = lowest
+            for i in range(kh):
+                ih = a - pt + i
+                if 0 <= ih < h:
+                    for b in range(ow):
+                        yf[dst + U(b)] = _nanmax(hf[U(ih * ow + b)], yf[dst + U(b)])
+
+
+@njit(**_OPTS)
+def _max_pool_rows(xf, yf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow, lowest):
+    """Any stride, per output row: the maximum over the kernel's input rows first (whole
+    contiguous rows: vectorised), then the strided taps along that one row, a 3-wide window at
+    stride 1 or 2 unrolled for the columns whose window is wholly inside."""
+    v = np.empty(w, xf.dtype)
+    b_lo = min(ow, (pl + sw - 1) // sw)
+    b_hi = max(b_lo, min(ow, (w - kw + pl) // sw + 1)) if w - kw + pl >= 0 else b_lo
+    for p_ in range(p0, p1):
+        xb = p_ * h * w
+        for a in range(oh):
+            for c in range(w):
+                v[c] = lowest
+            for i in range(kh):
+                ih = a * sh - pt + i
+                if 0 <= ih < h:
+                    src = U(xb + ih * w)
+                    for c in range(w):
+                        v[c] = _nanmax(xf[src + U(c)], v[c])
+            yrow = U(p_ * oh * ow + a * ow)
+            for e in range(b_lo + ow - b_hi):
+                b = e if e < b_lo else b_hi + e - b_lo
+                m = lowest
+                for j in range(kw):
+                    iw = b * sw + j - pl
+                    if 0 <= iw < w:
+                        m = _nanmax(v[iw], m)
+                yf[yrow + U(b)] = m
+            if kw == 3 and sw == 2:
+                for b in range(b_lo, b_hi):
+                    q = 2 * b - pl
+                    yf[yrow + U(b)] = _nanmax(_nanmax(v[q], v[q + 1]), v[q + 2])
+            elif kw == 3 and sw == 1:
+                for b in range(b_lo, b_hi):
+                    q = b - pl
+                    yf[yrow + U(b)] = _nanmax(_nanmax(v[q], v[q + 1]), v[q + 2])
+            else:
+                for b in range(b_lo, b_hi):
+                    q = b * sw - pl
+                    m = v[q]
+                    for j in range(1, kw):
+                        m = _nanmax(v[q + j], m)
+                    yf[yrow + U(b)] = m
+
+
+@njit(**_OPTS)
 def _max_pool_planes(xf, yf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow, lowest):
     if kh == 2 and kw == 2 and sh == 2 and sw == 2 and pt == 0 and pl == 0 and 2 * oh <= h and 2 * ow <= w:
         _max_pool_2x2(xf, yf, p0, p1, h, w, oh, ow, lowest)
-        return
-    rows, los, his = np.empty(kh * kw, np.uint64), np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)
-    for p_ in range(p0, p1):
-        for a in range(oh):
-            yrow = U(p_ * oh * ow + a * ow)
-            for b in range(ow):
-                yf[yrow + U(b)] = lowest
-            for t in range(_row_taps(p_ * h * w, a, h, w, kh, kw, sh, pt, pl, sw, ow, rows, los, his)):
-                for b in range(los[t], his[t]):
-                    # NaN wins and then stays (v > NaN and NaN != NaN are both false for v).
-                    yf[yrow + U(b)] = _nanmax(xf[rows[t] + U(b * sw)], yf[yrow + U(b)])
+    elif sh == 1 and sw == 1:
+        _max_pool_separable(xf, yf, p0, p1, h, w, kh, kw, pt, pl, oh, ow, lowest)
+    else:
+        _max_pool_rows(xf, yf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow, lowest)
 
 
 @njit(parallel=PARALLEL, **_OPTS)
