@@ -76,7 +76,7 @@ def test_conv3x3_empty_and_channel_free_inputs():
 
 
 @pytest.mark.skipif(not THREADED, reason="needs numba's OpenMP/TBB layer, 2+ threads and numpy's OpenBLAS")
-@pytest.mark.parametrize("shape", [(1, 32, 28, 28, 48), (3, 16, 15, 13, 24), (1, 64, 14, 14, 64)])
+@pytest.mark.parametrize("shape", [(1, 32, 28, 28, 48), (3, 16, 15, 13, 24), (1, 64, 14, 14, 64), (5, 24, 27, 27, 40)])
 def test_conv3x3_threaded_matches_serial(shape):
     n, c, h, w, m = shape
     rng = np.random.default_rng(3)
