@@ -83,6 +83,27 @@ def used_names(src: str) -> tuple[int, frozenset[str], frozenset[str]]:
     return n, frozenset(args), frozenset(funcs)
 
 
+# Rough cost of one call per element, in units of one arithmetic instruction, for the loop's
+# threading decision (codegen/loops.py): the float32 approximations are ~20 vector instructions.
+CALL_COST = {"exp": 8, "log": 8, "tanh": 8, "sigmoid": 8, "sqrt": 2}
+
+
+@functools.lru_cache(maxsize=None)
+def cost(src: str) -> int:
+    """Per-element work of a template, about one unit per operator (``CALL_COST`` for calls).
+
+    >>> cost("sigmoid(x0) * x1")
+    9
+    """
+    total = 0
+    for sub in ast.walk(parse(src)):
+        if isinstance(sub, ast.Call):
+            total += CALL_COST.get(sub.func.id, 1)
+        elif isinstance(sub, (ast.BinOp, ast.Compare, ast.IfExp, ast.UnaryOp, ast.BoolOp)):
+            total += 1
+    return max(1, total)
+
+
 def has_division(src: str) -> bool:
     return any(isinstance(s, ast.BinOp) and isinstance(s.op, (ast.Div, ast.Pow, ast.Mod, ast.FloorDiv))
                for s in ast.walk(parse(src)))

@@ -13,6 +13,7 @@ LLVM vectorise the loop.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -21,7 +22,7 @@ import numpy as np
 
 from netjit.compiler.codegen import expr as ex
 from netjit.compiler.codegen.elementwise import compute_dtype, loop_form
-from netjit.compiler.codegen.parallel import PARALLEL
+from netjit.compiler.codegen.parallel import MIN_WORK, PARALLEL
 from netjit.compiler.ir import Node, Value
 
 BUFFER = "@P"     # the producer's raw result, read by the loop like an operand
@@ -59,6 +60,19 @@ class LoopKernel:
     params: list[Param]
     description: str
     full_inputs: set[str] = field(default_factory=set)   # inputs read only at the output's index
+    # May cut its work across threads (codegen/parallel.py): the driver pins OpenBLAS for the run.
+    threaded: bool = False
+
+
+# A plain loop (no producer) gets a threaded copy of its nest when its planned work, elements times
+# the members' per-element cost (expr.cost), reaches this: the copy is compiled with numba's parallel
+# pass (~0.4-1 s more per kernel), which only large tensors repay. At run time the kernel still
+# splits only when ``blas.team`` says so (MIN_WORK, OpenBLAS pinned), so one kernel serves small
+# shapes serially.
+SPLIT_PLAN_WORK = 4 * MIN_WORK
+# Rank-1 nests are cut at multiples of 16 elements (a 64-byte cache line of float32), so two
+# threads never write the same line.
+SPLIT_ALIGN = 16
 
 
 def _cast(dtype: np.dtype) -> str:
@@ -229,16 +243,49 @@ def render_group(node: Node, values: Mapping[str, Value], head: ProducerCode | N
     for j, o in enumerate(node.outputs):
         lines.append(f"{indent}g{j}[{out_index}] = {tmp_of[o]}")
 
+    split = False
     if compiled_head and PARALLEL and head.split_epilogue:
         lines = _split_outer_loop(lines, rank)
+    elif not compiled_head and PARALLEL:
+        unit = sum(ex.cost(src) for _, src, _, _, _, _ in steps)
+        if unit * math.prod(dims) >= SPLIT_PLAN_WORK:
+            lines = _split_plain_loop(lines, rank, unit)
+            split = True
 
     full = {v for (v, _), pat in zip(operands, cpats) if v != BUFFER and all(pat) and len(pat) == len(out_pat)}
     desc = "+".join(m.op for m in members)
-    return LoopKernel("\n".join(lines) + "\n", params, desc, full)
+    threaded = split or (head is not None and head.threaded)
+    return LoopKernel("\n".join(lines) + "\n", params, desc, full, threaded)
 
 
 _NEST_NAMES = re.compile(r"\b(?:d\d+|f\d+|g\d+|st\d+_\d+|c\d+_[A-Za-z_]\w*|x\d+)\b")
 _ASSIGNED = re.compile(r"^\s*(\w+) = ", re.M)
+
+
+def _free_names(nest: list[str]) -> list[str]:
+    """The names a loop nest reads but does not assign (what a copy of it in another function needs)."""
+    text = "\n".join(nest)
+    return sorted(set(_NEST_NAMES.findall(text)) - set(_ASSIGNED.findall(text)),
+                  key=lambda n: (n[0], [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]))
+
+
+def _split_plain_loop(lines: list[str], rank: int, unit: int) -> list[str]:
+    """A large plain loop: when ``blas.team`` grants threads at run time, ``_split`` (a ``prange``
+    copy of the nest, defined after the kernel) runs one contiguous part of the outer dim per thread,
+    each part the same vectorised loop as the serial path."""
+    start = lines.index("    for i0 in range(d0):")
+    nest = lines[start:]
+    args = ", ".join(_free_names(nest))
+    size = " * ".join(f"d{j}" for j in range(rank))
+    align = SPLIT_ALIGN if rank == 1 else 1
+    return (lines[:start]
+            + [f"    n_t = blas.team({unit} * {size}) if d0 > 1 else 1",
+               "    if n_t > 1:", f"        _split(n_t, {args})", "        return"]
+            + nest + ["", "", '@njit(parallel=True, cache=True, error_model="numpy", nogil=True)',
+                      f"def _split(n_t, {args}):", "    for t in prange(n_t):",
+                      f"        lo, hi = blas.part(d0, n_t, t, {align})",
+                      "        for i0 in range(lo, hi):"]
+            + ["    " + ln for ln in nest[1:]])
 
 
 def _split_outer_loop(lines: list[str], rank: int) -> list[str]:
@@ -247,11 +294,8 @@ def _split_outer_loop(lines: list[str], rank: int) -> list[str]:
     ``prange`` copy of the nest, ``_nest``, defined after the kernel with its own decorator."""
     start = lines.index("    for i0 in range(d0):")
     nest = lines[start:]
-    text = "\n".join(nest)
-    free = sorted(set(_NEST_NAMES.findall(text)) - set(_ASSIGNED.findall(text)),
-                  key=lambda n: (n[0], [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]))
     size = " * ".join(f"d{j}" for j in range(rank))
-    args = ", ".join(free)
+    args = ", ".join(_free_names(nest))
     return (lines[:start]
             + [f"    if d0 > 1 and blas.team(4 * {size}) > 1:", f"        _nest({args})", "        return"]
             + nest + ["", "", '@njit(parallel=True, cache=True, error_model="numpy", nogil=True)',

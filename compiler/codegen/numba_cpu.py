@@ -71,7 +71,7 @@ def _group_kernel(make_head: Callable[..., ProducerCode | None] | None, node: No
     lk = render_group(node, values, head)
     kc = KernelCall(load_kernel(lk.source), lk.params, lk.description, lk.source,
                     lk.full_inputs if head is None else set(),
-                    threaded=head is not None and head.threaded)
+                    threaded=lk.threaded)
     if head is not None and head.host:
         kc.host_head = members[0]
         kc.raw = (head.raw, head.dtype, tuple(values[members[0].outputs[0]].shape))
