@@ -367,6 +367,38 @@ def reduce_kernels() -> dict[str, Any]:
             dx[i] = (p[i] - hit) * dloss[0] * scale
             i += cuda.gridsize(1)
 
+    @cuda.jit
+    def reduce_mid(x, y, outer, r, inner, scale):
+        # x seen as [outer, r, inner]: y[o, i] = scale * sum over j of x[o, j, i]; one block per output.
+        sm = cuda.shared.array(RED, float32)
+        tid = cuda.threadIdx.x
+        q = cuda.blockIdx.x
+        while q < outer * inner:
+            o = q // inner
+            i = q - o * inner
+            acc = float32(0)
+            j = tid
+            while j < r:
+                acc += x[(o * r + j) * inner + i]
+                j += RED
+            sm[tid] = acc
+            total = block_sum(sm, tid)
+            if tid == 0:
+                y[q] = total * scale
+            cuda.syncthreads()
+            q += cuda.gridDim.x
+
+    @cuda.jit
+    def spread_mid(dy, dx, total, r, inner, scale):
+        # The adjoint of reduce_mid: dx[o, j, i] = scale * dy[o, i].
+        t = cuda.grid(1)
+        while t < total:
+            i = t % inner
+            o = t // (r * inner)
+            dx[t] = dy[o * inner + i] * scale
+            t += cuda.gridsize(1)
+
+    _REDUCE.update(reduce_mid=reduce_mid, spread_mid=spread_mid)
     _REDUCE.update(block_sum=block_sum, block_max=block_max, softmax_rows=softmax_rows,
                    softmax_grad_rows=softmax_grad_rows, sum_scaled=sum_scaled,
                    channel_sums=channel_sums, label_xent=label_xent, label_xent_grad=label_xent_grad,

@@ -155,6 +155,89 @@ def softmax_with_loss_gradient(node: Node, values: Mapping[str, Value]) -> CudaK
                       [Launch("softmax_loss_grad", "numba-cuda", (blocks,), (threads,))])
 
 
+# ---------------------------------------------------------------------------------------------
+# ReduceSum/ReduceMean over a contiguous block of axes, the front/back reducers and their gradients:
+# X seen as [outer, r, inner], reduced over r (no ``lengths`` input: those run on the host)
+# ---------------------------------------------------------------------------------------------
+def _reduce_kernel(name: str, outer: int, r: int, inner: int, scale: float) -> CudaKernel:
+    k = reduce_kernels()["reduce_mid"]
+    grid = row_blocks(outer * inner)
+    s = np.float32(scale)
+
+    def run(ins: list[Any], outs: list[Any]) -> None:
+        k[grid, RED](flat(ins[0]), flat(outs[0]), outer, r, inner, s)
+    return CudaKernel(run, name, [Launch(f"reduce_mid {outer}x{r}x{inner}", "numba-cuda", (grid,), (RED,))])
+
+
+def _axes_block(node: Node, values: Mapping[str, Value], mean: bool) -> CudaKernel | None:
+    from netjit.compiler.ops.reduce import reduce_axes
+    if not _f32(values, node.inputs[0]):
+        return None
+    shape = tuple(values[node.inputs[0]].shape)
+    try:
+        axes = reduce_axes(node.attrs, len(shape))        # the node's decoded args
+    except Exception:  # noqa: BLE001 - the reference reports it
+        return None
+    if not axes:
+        return None
+    if list(axes) != list(range(axes[0], axes[-1] + 1)):
+        return None                      # not one block of axes: the host runs it
+    outer, r = math.prod(shape[:axes[0]]), math.prod(shape[axes[0]:axes[-1] + 1])
+    inner = math.prod(shape[axes[-1] + 1:])
+    if r == 0:
+        return None
+    return _reduce_kernel(node.op, outer, r, inner, 1.0 / r if mean else 1.0)
+
+
+def reduce_axes_sum(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
+    return _axes_block(node, values, mean=False)
+
+
+def reduce_axes_mean(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
+    return _axes_block(node, values, mean=True)
+
+
+def _front_back(node: Node, values: Mapping[str, Value], x_name: str) -> tuple[int, int, int, bool] | None:
+    """(outer, r, inner, mean) of a front/back reducer or its gradient, without lengths."""
+    from netjit.compiler.ops.reduce import front_back_dims, num_reduce
+    op = node.op.removesuffix("Gradient")
+    plain = 2 if node.op.endswith("Gradient") else 1      # [dY, X] or [X]: no lengths input
+    if len(node.inputs) != plain or not _f32(values, *node.inputs):
+        return None
+    shape = tuple(values[x_name].shape)
+    try:
+        k = num_reduce(node.attrs, len(shape))
+    except Exception:  # noqa: BLE001 - the reference reports it
+        return None
+    front = op.startswith("ReduceFront")
+    rows, cols, _ = front_back_dims(shape, k, front)
+    outer, r, inner = (1, rows, cols) if front else (rows, cols, 1)
+    return (outer, r, inner, op.endswith("Mean")) if r else None
+
+
+def reduce_front_back(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
+    dims = _front_back(node, values, node.inputs[0])
+    if dims is None:
+        return None
+    outer, r, inner, mean = dims
+    return _reduce_kernel(node.op, outer, r, inner, 1.0 / r if mean else 1.0)
+
+
+def reduce_front_back_gradient(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
+    dims = _front_back(node, values, node.inputs[1])
+    if dims is None:
+        return None
+    outer, r, inner, mean = dims
+    k = reduce_kernels()["spread_mid"]
+    total = outer * r * inner
+    blocks, threads = launch_shape(total)
+    scale = np.float32(1.0 / r if mean else 1.0)
+
+    def run(ins: list[Any], outs: list[Any]) -> None:
+        k[blocks, threads](flat(ins[0]), flat(outs[0]), total, r, inner, scale)
+    return CudaKernel(run, node.op, [Launch("spread_mid", "numba-cuda", (blocks,), (threads,))])
+
+
 def device_copy(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
     """Copy / CopyOnDeviceLike on the device: a device-to-device copy."""
     if not values[node.inputs[0]].typed:

@@ -48,6 +48,12 @@ CASES = [
     ("SpatialBNGradient", "SpatialBNGradient",
      dict(X=f32(2, 3, 2, 2), s=pos(3), dY=f32(2, 3, 2, 2), sm=f32(3), si=pos(3)), ["dX", "ds", "db"],
      dict(is_test=0, epsilon=1e-3)),
+    ("ReduceSum (axes 2,3)", "ReduceSum", dict(X=f32(2, 3, 2, 2)), ["Y"], dict(axes=[2, 3], keepdims=0)),
+    ("ReduceMean (all)", "ReduceMean", dict(X=f32(2, 3, 4)), ["Y"], {}),
+    ("ReduceFrontSum", "ReduceFrontSum", dict(X=f32(3, 2, 2)), ["Y"], {}),
+    ("ReduceBackMean", "ReduceBackMean", dict(X=f32(2, 3, 5)), ["Y"], dict(num_reduce_dim=2)),
+    ("ReduceFrontMeanGradient", "ReduceFrontMeanGradient", dict(dY=f32(2, 2), X=f32(3, 2, 2)), ["dX"], {}),
+    ("ReduceBackSumGradient", "ReduceBackSumGradient", dict(dY=f32(2, 3), X=f32(2, 3, 4)), ["dX"], {}),
     ("elementwise chain", None, None, None, None),
 ]
 
@@ -74,6 +80,7 @@ def test_op_matches_reference(case):
 def test_every_claimed_op_is_in_the_table():
     from netjit.compiler.ops.registry import lookup
     tested = {c[1] for c in CASES if c[1]} | {"MaxPoolGradient", "AveragePoolGradient"}
+    tested |= {"ReduceFrontMean", "ReduceBackSum", "ReduceFrontSumGradient", "ReduceBackMeanGradient"}  # below
     tested_refs = {lookup(t).reference for t in tested}
     # Aliases (Conv2D, MaxPool1D, ...) share their op's record and kernels.
     untested = [op for op in numba_cuda.claimed_ops() if lookup(op).reference not in tested_refs]
@@ -197,3 +204,42 @@ def test_conv_with_batchnorm_and_relu_epilogue():
     assert "Fused(Conv,SpatialBN,Relu" in text and " 0 host steps" in text, text
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["ReduceFrontMean", "ReduceBackSum"])
+def test_front_back_reducer_gradient_on_device_matches_finite_differences(op):
+    """The forward and its gradient op as device kernels; d/dX of sum(Y * dY) by central differences
+    through the device forward. (Same kernels as the table's Front/Back Sum/Mean cases.)"""
+    from netjit import workspace
+    from tests.cuda.conftest import gpu_option
+    x = f32(3, 2, 2)
+    fwd = make_op(op, ["X"], ["Y"], num_reduce_dim=1)
+    ref, _, text = run_reference_and_cuda([fwd], dict(X=x), ["Y"])
+    assert " 0 host steps" in text, text
+    dy = f32(*ref["Y"].shape)
+    ops = [fwd, make_op(op + "Gradient", ["dY", "X"], ["dX"], num_reduce_dim=1)]
+    ref, got, text = run_reference_and_cuda(ops, dict(X=x, dY=dy), ["Y", "dX"])
+    assert " 0 host steps" in text and "spread_mid" in text, text
+    np.testing.assert_allclose(got["dX"], ref["dX"], rtol=1e-5, atol=1e-6)
+
+    def loss(xv):
+        workspace.FeedBlob("X", xv, gpu_option())
+        workspace.RunNet("t")
+        return float((workspace.FetchBlob("Y").astype(np.float64) * dy).sum())
+    eps = 1e-2
+    for idx in [(0, 0, 0), (2, 1, 1)]:
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += eps
+        xm[idx] -= eps
+        assert abs((loss(xp) - loss(xm)) / (2 * eps) - got["dX"][idx]) < 1e-2
+
+
+def test_reduce_over_scattered_axes_or_with_lengths_runs_on_the_host():
+    x = f32(2, 3, 4)
+    ops = [make_op("ReduceSum", ["X"], ["Y"], axes=[0, 2]),
+           make_op("ReduceBackMean", ["X", "L"], ["Z"], num_reduce_dim=1)]
+    ref, got, text = run_reference_and_cuda(ops, dict(X=x, L=np.array([4, 1, 2, 3, 0, 4], np.int32)), ["Y", "Z"])
+    assert "[host  ] #0 ReduceSum" in text and "[host  ] #1 ReduceBackMean" in text, text
+    for b in ref:
+        np.testing.assert_allclose(got[b], ref[b], rtol=1e-5, atol=1e-6, equal_nan=True)
+
