@@ -47,3 +47,19 @@ def test_cpu_tests_never_import_numba_cuda_nor_set_the_simulator():
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "False", out.stdout
 
+
+@pytest.mark.cudasim
+def test_gpu_check_script_dry_run(tmp_path):
+    """examples/benchmarks/gpu_check.sh's setup under the simulator, as on a GPU machine: a Python
+    found, netjit imported from the checkout without installing it, the smoke kernels compiled and
+    checked, the log written under $OUT (the test and bench stages are left to the GPU session)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "NETJIT_ZOO_DIR")}
+    env.update(OUT=str(tmp_path), PYTHON=sys.executable, NETJIT_FORCE_SHIM="1", GPU_CHECK_SIMULATE="1",
+               GPU_CHECK_ENV_ONLY="1")
+    out = subprocess.run(["bash", str(REPO / "examples" / "benchmarks" / "gpu_check.sh")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert out.returncode == 0, log + out.stderr
+    assert "netjit from this checkout through" in log and "CUDA devices: 1" in log
+    assert "smoke kernels compiled, ran and matched numpy" in log and " 0 host steps" in log
+

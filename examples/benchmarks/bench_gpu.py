@@ -58,6 +58,17 @@ def _torch_cuda() -> Any:
     return torch
 
 
+def _plan_summary(net_name: str) -> str:
+    """Launches and host steps per run of a CUDA net's plans, and its fallbacks (kernels that did
+    not compile): what to read first when a row is slow."""
+    compiled = workspace._ws().nets[net_name].compiled
+    plans = compiled.plans()
+    launches = sum(p.launches_per_run for p in plans)
+    host = sum(s.kind == "host" for p in plans for s in p.steps) + len(compiled.barriers)
+    fallbacks = compiled.fallbacks()
+    return f"{launches} launches, {host} host steps" + (f", {len(fallbacks)} FALLBACKS" if fallbacks else "")
+
+
 # ------------------------------------------------------------------------------ 1. fused chain
 def fused_chain(n: int, repeat: int) -> dict[str, Any]:
     net = core.Net("chain")
@@ -154,7 +165,7 @@ def resnet50(batch: int, repeat: int) -> dict[str, Any]:
     def step() -> None:
         workspace.RunNet(net.name)
         dev.synchronize()
-    out: dict[str, Any] = {"netjit_ms": _median_ms(step, repeat), "source": source}
+    out: dict[str, Any] = {"netjit_ms": _median_ms(step, repeat), "source": source, "plan": _plan_summary(net.name)}
     torch = _torch_cuda()
     try:
         import torchvision
@@ -206,7 +217,7 @@ def lenet_step(batch: int, repeat: int, tiny: bool) -> dict[str, Any]:
     def step() -> None:
         workspace.RunNet(model.net.Name())
         dev.synchronize()
-    out: dict[str, Any] = {"netjit_ms": _median_ms(step, repeat, warmup=1)}
+    out: dict[str, Any] = {"netjit_ms": _median_ms(step, repeat, warmup=1), "plan": _plan_summary(model.net.Name())}
     torch = _torch_cuda()
     if torch is not None and not tiny:
         nn = torch.nn
@@ -322,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         def resnet() -> tuple[str, str, str]:
             r = resnet50(32, repeat)
             t = r.get("torch_ms")
+            ratio = f"{r['netjit_ms'] / t:.2f}x (<= 1.5x); " if t else ""
             return (f"{r['netjit_ms']:.2f} ms", f"torch {t:.2f} ms" if t else r.get("torch_note", "n/a"),
-                    f"{r['netjit_ms'] / t:.2f}x (<= 1.5x); net from {r['source']}" if t else f"net from {r['source']}")
+                    f"{ratio}{r['plan']}; net from {r['source']}")
         table.measure("ResNet-50 b32 predict", resnet)
     else:
         table.row("ResNet-50 b32", "skipped (--tiny)")
@@ -334,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         s = lenet_step(lb, repeat, args.tiny)
         t = s.get("torch_ms")
         return (f"{s['netjit_ms']:.2f} ms", f"torch {t:.2f} ms" if t else "n/a",
-                f"{s['netjit_ms'] / t:.2f}x (<= 1.5x)" if t else "")
+                (f"{s['netjit_ms'] / t:.2f}x (<= 1.5x); " if t else "") + s["plan"])
     table.measure(f"LeNet train step b{lb}{' (small)' if args.tiny else ''}", lenet)
 
     def runnet() -> tuple[str, str, str]:

@@ -157,7 +157,8 @@ PYTEST_EXTRA=()
 if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then PYTEST_EXTRA+=(--timeout=150); fi
 # Strict: a kernel that fails to compile on this GPU fails its test instead of running on the host.
 # shellcheck disable=SC2086 # GPU_CHECK_PYTEST_ARGS is split on purpose
-NETJIT_STRICT=1 run gpu_tests "$TEST_S" "$PY" -m pytest -q -ra -p no:cacheprovider tests/cuda --durations=15 \
+# -v: one line per test as it finishes, so a stage stopped by its limit still shows what passed.
+NETJIT_STRICT=1 run gpu_tests "$TEST_S" "$PY" -m pytest -v -rfE -p no:cacheprovider tests/cuda --durations=15 \
     ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"} ${GPU_CHECK_PYTEST_ARGS:-}
 tests_rc=$?
 [ "$tests_rc" -eq 124 ] && say "gpu_tests ran past ${TEST_S}s and was stopped"

@@ -95,4 +95,5 @@ def test_compiled_executor_matches_reference():
 
 def test_axes_reducers_have_no_gradient_as_in_caffe2():
     from netjit.compiler.ops.registry import lookup
-    assert lookup("ReduceSum").gradient is None and "GRADIENT_NOT_IMPLEMENTED" in lookup("ReduceSum").no_gradient_reason
+    record = lookup("ReduceSum")
+    assert record.gradient is None and "GRADIENT_NOT_IMPLEMENTED" in record.no_gradient_reason
