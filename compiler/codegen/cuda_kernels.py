@@ -80,7 +80,18 @@ def flat(a: Any) -> Any:
 _KERNELS: dict[str, Any] = {}
 
 
+_DEVICE_FNS: dict[str, Any] = {}
+
+
 def _device_functions() -> dict[str, Any]:
+    """The helpers generated kernels call, made once: a fresh device dispatcher per kernel would
+    be compiled again for each (seconds over a test run on a GPU)."""
+    if not _DEVICE_FNS:
+        _DEVICE_FNS.update(_make_device_functions())
+    return _DEVICE_FNS
+
+
+def _make_device_functions() -> dict[str, Any]:
     @cuda.jit(device=True, inline=True)
     def sigmoid(x):
         # Either branch's exp has a non-positive argument: no overflow for any finite x.
