@@ -97,7 +97,8 @@ say "zoo: ${NETJIT_ZOO_DIR:-none (bench_gpu builds ResNet-50 with the brew build
 # --- Environment report and smoke kernels: a generated elementwise kernel and a shared-memory
 # reduction compiled and run through netjit, checked against numpy. If these fail, stop here.
 say "=== environment and smoke kernels ==="
-timeout 120 "$PY" - <<'PY'
+SMOKE=$(mktemp)
+cat >"$SMOKE" <<'PY'
 import importlib.metadata as md, sys, time
 for dist in ("numba", "numba-cuda", "llvmlite", "numpy", "protobuf", "pytest", "cuda-bindings", "cupy-cuda13x",
              "cupy-cuda12x", "torch", "torchvision", "onnxruntime"):
@@ -143,7 +144,16 @@ assert not compiled.fallbacks(), compiled.fallbacks()
 print(f"smoke kernels compiled, ran and matched numpy in {time.perf_counter() - t:.1f} s")
 print(compiled.explain(sources=False))
 PY
-rc=$?
+SMOKE_LOG=$(mktemp)
+timeout 120 "$PY" "$SMOKE" 2>&1 | tee "$SMOKE_LOG"
+rc=${PIPESTATUS[0]}
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ] && grep -qiE "ptx|nvjitlink|linker|unsupported toolchain" "$SMOKE_LOG"; then
+    # A toolkit newer than the driver: numba-cuda links through nvJitLink instead of the driver's JIT.
+    say "retrying the smoke kernels with NUMBA_CUDA_ENABLE_MINOR_VERSION_COMPATIBILITY=1"
+    export NUMBA_CUDA_ENABLE_MINOR_VERSION_COMPATIBILITY=1
+    timeout 120 "$PY" "$SMOKE" 2>&1
+    rc=$?
+fi
 if [ "$rc" -ne 0 ]; then say "the environment cannot run netjit's CUDA kernels (exit $rc): stopping"; exit 3; fi
 [ -n "${GPU_CHECK_ENV_ONLY:-}" ] && exit 0
 
