@@ -10,7 +10,7 @@ import numpy as np
 from netjit.compiler.ops.common import same_as
 from netjit.compiler.ops.gradients import GradientContext, simple_gradient
 from netjit.compiler.ops.per_channel import PerChannel, channel_axis, channel_view
-from netjit.compiler.ops.registry import INF, INJECTIVE, OPAQUE, Args, TensorType, arg, defop
+from netjit.compiler.ops.registry import INF, INJECTIVE, OPAQUE, Args, Lowering, TensorType, arg, defop
 
 
 class DataDependentShape(ValueError):
@@ -75,7 +75,8 @@ def _concat_gradient_maker(g: GradientContext) -> tuple[list, list]:
 
 
 @defop("Concat", inputs=(1, INF), outputs=2, args=CONCAT_ARGS, category=INJECTIVE, infer=_concat_infer,
-       gradient=_concat_gradient_maker)
+       gradient=_concat_gradient_maker,
+       lowering={"numba-cpu": Lowering(standalone="netjit.compiler.codegen.concat:concat", threaded=True)})
 def concat(ctx, *xs):
     """Join inputs along ``axis`` (or stack on a new one with add_axis=1); 2nd output: int32 sizes."""
     axis, _ = _concat_plan(ctx.args, [tuple(x.shape) for x in xs], [x.dtype for x in xs])
