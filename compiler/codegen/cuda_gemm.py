@@ -6,8 +6,10 @@ read through (row stride, column stride) or, for a convolution's [N, C, P] tenso
 per-row for Conv, then Relu) runs on the accumulator before the one store, so FC+Relu and
 Conv+Relu are one launch.
 
-cuBLAS (through cupy) is used for FC-shaped GEMMs only on a real GPU when cupy imports and
-``NETJIT_CUDA_CUBLAS=1`` says a measurement found it faster; never under the simulator.
+cuBLAS (through cupy) takes the GEMMs whose operands are plain strided matrices (FC, MatMul, the
+forward Conv's W · im2col, whose result it writes in the channel layout) on a real GPU when cupy
+imports and ``NETJIT_CUDA_CUBLAS=1`` says a measurement found it faster (examples/benchmarks/
+bench_gpu.py measures both); never under the simulator.
 
 >>> tiles(33, 16)
 3
@@ -229,8 +231,8 @@ class Gemm:
         self.a, self.b, self.c_p = a, b, c_p
         self.bias_mode, self.relu, self.alpha = bias_mode, int(relu), np.float32(alpha)
         self.tiled = TILED if tiled is None else tiled
-        # cuBLAS takes plain strided operands only (not the channel layout).
-        self.cublas = a[2] == 0 and b[2] == 0 and c_p == 0 and cublas_enabled()
+        # cuBLAS reads plain strided operands only (not the channel layout); it may write it.
+        self.cublas = a[2] == 0 and b[2] == 0 and cublas_enabled()
         if self.tiled:
             self.grid = (max(1, min(tiles(n), MAX_TILE_GRID)), max(1, min(tiles(m), MAX_TILE_GRID)))
             self.block = (TILE, TILE)
@@ -256,13 +258,23 @@ class Gemm:
         f = np.dtype(np.float32).itemsize
         am = as_strided(cp.asarray(flat(a)), (self.m, self.k), (self.a[0] * f, self.a[1] * f))
         bm = as_strided(cp.asarray(flat(b)), (self.k, self.n), (self.b[0] * f, self.b[1] * f))
-        out = cp.asarray(flat(c)).reshape(self.m, self.n)
-        cp.matmul(am, bm, out=out)
+        if self.c_p:
+            # C[m, N·P] in the channel layout [N, m, P]: one product, then one transposing copy
+            # (a batched product would copy W once per image).
+            p = self.c_p
+            out = cp.asarray(flat(c)).reshape(self.n // p, self.m, p)
+            out[...] = cp.matmul(am, bm).reshape(self.m, self.n // p, p).transpose(1, 0, 2)
+        else:
+            out = cp.asarray(flat(c)).reshape(self.m, self.n)
+            cp.matmul(am, bm, out=out)
         if self.alpha != 1:
             out *= self.alpha
         if self.bias_mode:
             vec = cp.asarray(flat(bias))
-            out += vec[None, :] if self.bias_mode == 1 else vec[:, None]
+            if self.c_p:      # C's rows are the channel axis of [N, m, P]; its columns (n, p)
+                out += vec[None, :, None] if self.bias_mode == 2 else vec.reshape(-1, 1, self.c_p)
+            else:
+                out += vec[None, :] if self.bias_mode == 1 else vec[:, None]
         if self.relu:
             cp.maximum(out, 0, out=out)
 

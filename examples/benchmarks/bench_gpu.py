@@ -15,12 +15,14 @@ nothing) and ResNet-50 is left out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -156,7 +158,32 @@ def _resnet50_net() -> tuple[caffe2_pb2.NetDef, str, tuple[int, ...], str]:
     return model.net.Proto(), "data", (1, 3, 224, 224), f"the brew builder (no zoo under {zoo.zoo_dir()})"
 
 
-def resnet50(batch: int, repeat: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def cublas_gemms() -> Iterator[None]:
+    """Nets created inside take their plain GEMMs (FC, the forward Conv) through cuBLAS."""
+    from netjit.compiler.codegen import cuda_runner
+    old = os.environ.get("NETJIT_CUDA_CUBLAS")
+    os.environ["NETJIT_CUDA_CUBLAS"] = "1"
+    cuda_runner._CACHE.clear()          # CUDA nets are cached by content: plan them afresh
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("NETJIT_CUDA_CUBLAS", None)
+        else:
+            os.environ["NETJIT_CUDA_CUBLAS"] = old
+        cuda_runner._CACHE.clear()
+
+
+def cupy_here() -> bool:
+    try:
+        import cupy  # noqa: F401
+        return not dev.simulator_enabled()
+    except Exception:  # noqa: BLE001 - no cupy: no cuBLAS rows
+        return False
+
+
+def resnet50(batch: int, repeat: int, torch_too: bool = True) -> dict[str, Any]:
     net, data, shape, source = _resnet50_net()
     x = np.random.default_rng(1).standard_normal((batch,) + tuple(shape[1:])).astype(np.float32)
     workspace.FeedBlob(data, x, GPU)
@@ -166,11 +193,13 @@ def resnet50(batch: int, repeat: int) -> dict[str, Any]:
         workspace.RunNet(net.name)
         dev.synchronize()
     out: dict[str, Any] = {"netjit_ms": _median_ms(step, repeat), "source": source, "plan": _plan_summary(net.name)}
-    torch = _torch_cuda()
+    torch = _torch_cuda() if torch_too else None
     try:
         import torchvision
     except Exception:  # noqa: BLE001 - no torchvision: no PyTorch ResNet-50
         torchvision = None
+    if not torch_too:
+        return out
     if torch is None or torchvision is None:
         out["torch_note"] = "no torch/torchvision on the GPU"
         return out
@@ -193,7 +222,7 @@ def _mnist() -> Any:
     return mod
 
 
-def lenet_step(batch: int, repeat: int, tiny: bool) -> dict[str, Any]:
+def lenet_step(batch: int, repeat: int, tiny: bool, torch_too: bool = True) -> dict[str, Any]:
     mnist = _mnist()
     size = 10 if tiny else 28
     model = model_helper.ModelHelper(name="lenet_bench", arg_scope=mnist.ARG_SCOPE)
@@ -218,7 +247,7 @@ def lenet_step(batch: int, repeat: int, tiny: bool) -> dict[str, Any]:
         workspace.RunNet(model.net.Name())
         dev.synchronize()
     out: dict[str, Any] = {"netjit_ms": _median_ms(step, repeat, warmup=1), "plan": _plan_summary(model.net.Name())}
-    torch = _torch_cuda()
+    torch = _torch_cuda() if torch_too else None
     if torch is not None and not tiny:
         nn = torch.nn
         net = nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
@@ -337,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
             return (f"{r['netjit_ms']:.2f} ms", f"torch {t:.2f} ms" if t else r.get("torch_note", "n/a"),
                     f"{ratio}{r['plan']}; net from {r['source']}")
         table.measure("ResNet-50 b32 predict", resnet)
+        if cupy_here():
+            def resnet_cublas() -> tuple[str, str, str]:
+                with cublas_gemms():
+                    r = resnet50(32, repeat, torch_too=False)
+                return f"{r['netjit_ms']:.2f} ms", "", r["plan"]
+            table.measure("ResNet-50 b32, NETJIT_CUDA_CUBLAS=1", resnet_cublas)
     else:
         table.row("ResNet-50 b32", "skipped (--tiny)")
 
@@ -348,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         return (f"{s['netjit_ms']:.2f} ms", f"torch {t:.2f} ms" if t else "n/a",
                 (f"{s['netjit_ms'] / t:.2f}x (<= 1.5x); " if t else "") + s["plan"])
     table.measure(f"LeNet train step b{lb}{' (small)' if args.tiny else ''}", lenet)
+    if not args.tiny and cupy_here():
+        def lenet_cublas() -> tuple[str, str, str]:
+            with cublas_gemms():
+                s = lenet_step(lb, repeat, args.tiny, torch_too=False)
+            return f"{s['netjit_ms']:.2f} ms", "", s["plan"]
+        table.measure(f"LeNet train step b{lb}, NETJIT_CUDA_CUBLAS=1", lenet_cublas)
 
     def runnet() -> tuple[str, str, str]:
         o = overhead(0.02 if args.tiny else 0.2)

@@ -192,6 +192,69 @@ def test_cublas_is_opt_in_and_never_in_the_simulator(monkeypatch):
     assert g.launch("x").backend == ("cublas" if g.cublas else "numba-cuda")
 
 
+def _cupy_on_a_gpu() -> bool:
+    from netjit.runtime import device as dev
+    if dev.simulator_enabled():
+        return False
+    try:
+        import cupy  # noqa: F401
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def test_cublas_layouts_with_numpy_standing_in_for_cupy(monkeypatch):
+    """The cuBLAS path's operand views, channel-layout write and epilogues, checked without a GPU:
+    numpy has the cupy calls it makes (asarray, as_strided, matmul, reshape, maximum)."""
+    import sys
+    import types
+    from numpy.lib import stride_tricks
+    from netjit.compiler.codegen.cuda_gemm import Gemm
+    fake = types.ModuleType("cupy")
+    fake.asarray, fake.matmul, fake.maximum = np.asarray, np.matmul, np.maximum
+    fake.lib = types.SimpleNamespace(stride_tricks=stride_tricks)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "cupy.lib", fake.lib)
+    monkeypatch.setitem(sys.modules, "cupy.lib.stride_tricks", stride_tricks)
+    m, k, nb, p = 3, 4, 2, 5
+    w, col, bias = f32(m, k), f32(k, nb * p), f32(m)
+    out = np.zeros((nb, m, p), np.float32)
+    Gemm(m, nb * p, k, (k, 1, 0), (nb * p, 1, 0), c_p=p, bias_mode=2, relu=True)._cublas(w, col, out, bias)
+    want = np.maximum((w @ col).reshape(m, nb, p).transpose(1, 0, 2) + bias[None, :, None], 0)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    x, wt, b = f32(4, k), f32(m, k), f32(m)              # FC: X · W^T + b, W read transposed
+    y = np.zeros((4, m), np.float32)
+    Gemm(4, m, k, (k, 1, 0), (1, k, 0), bias_mode=1, alpha=2.0)._cublas(x, wt, y, b)
+    np.testing.assert_allclose(y, 2 * x @ wt.T + b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not _cupy_on_a_gpu(), reason="cuBLAS runs through cupy on a real GPU only")
+def test_cublas_gemms_and_conv_match_numpy(monkeypatch):
+    """NETJIT_CUDA_CUBLAS=1: FC, MatMul-style transposes and the forward Conv (written in the
+    channel layout, bias and Relu after) through cuBLAS, against numpy and the reference."""
+    from netjit.compiler.codegen import cuda_runner
+    from netjit.compiler.codegen.cuda_gemm import Gemm
+    from netjit.runtime.device import cuda
+    monkeypatch.setenv("NETJIT_CUDA_CUBLAS", "1")
+    m, n, k = 5, 6, 7
+    a, b, bias = f32(m, k), f32(k, n), f32(n)
+    c = cuda().device_array((m, n), np.float32)
+    g = Gemm(m, n, k, (k, 1, 0), (n, 1, 0), bias_mode=1, relu=True)
+    assert g.cublas and g.launch("x").backend == "cublas"
+    g(cuda().to_device(a), cuda().to_device(b), c, cuda().to_device(bias))
+    np.testing.assert_allclose(c.copy_to_host(), np.maximum(a @ b + bias, 0), rtol=1e-5, atol=1e-5)
+    Gemm(m, n, k, (1, m, 0), (n, 1, 0), alpha=0.5)(cuda().to_device(np.ascontiguousarray(a.T)),
+                                                   cuda().to_device(b), c)
+    np.testing.assert_allclose(c.copy_to_host(), 0.5 * a @ b, rtol=1e-5, atol=1e-5)
+    cuda_runner._CACHE.clear()          # plans made before the switch keep their kernels
+    inputs = dict(X=f32(2, 3, 5, 5), W=f32(4, 3, 3, 3), b=f32(4))
+    ops = [make_op("Conv", ["X", "W", "b"], ["y"], kernel=3, pad=1, stride=2), make_op("Relu", ["y"], ["y"])]
+    ref, got, text = run_reference_and_cuda(ops, inputs, ["y"])
+    assert "backend=cublas" in text and "Conv+Relu" in text, text
+    np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-4, atol=1e-5)
+    cuda_runner._CACHE.clear()
+
+
 def test_conv_with_batchnorm_and_relu_epilogue():
     """ResNet's Conv -> SpatialBN(is_test) -> Relu written in place: one producer group, the GEMM
     then one generated epilogue kernel reading its result (per-channel operands broadcast)."""
