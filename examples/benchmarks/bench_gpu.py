@@ -351,6 +351,26 @@ def main(argv: list[str] | None = None) -> int:
                 f"{100 * c['fraction']:.0f}% of copy (>= 70%); {c['launches']} launch(es)")
     table.measure(f"fused chain {4096 if args.tiny else 64 * 2 ** 20} f32", chain)
 
+    def runnet() -> tuple[str, str, str]:
+        o = overhead(0.02 if args.tiny else 0.2)
+        return (f"{o['gpu_us']:.1f} us", f"CPU {o['cpu_us']:.1f} us",
+                f"{o['gpu_us'] / o['cpu_us']:.2f}x CPU (<= 2x + launches); {o['launches']} launch(es)")
+    table.measure("tiny net RunNet", runnet)
+    lb = 2 if args.tiny else 64
+
+    def lenet() -> tuple[str, str, str]:
+        s = lenet_step(lb, repeat, args.tiny)
+        t = s.get("torch_ms")
+        return (f"{s['netjit_ms']:.2f} ms", f"torch {t:.2f} ms" if t else "n/a",
+                (f"{s['netjit_ms'] / t:.2f}x (<= 1.5x); " if t else "") + s["plan"])
+    table.measure(f"LeNet train step b{lb}{' (small)' if args.tiny else ''}", lenet)
+    if not args.tiny and cupy_here():
+        def lenet_cublas() -> tuple[str, str, str]:
+            with cublas_gemms():
+                s = lenet_step(lb, repeat, args.tiny, torch_too=False)
+            return f"{s['netjit_ms']:.2f} ms", "", s["plan"]
+        table.measure(f"LeNet train step b{lb}, NETJIT_CUDA_CUBLAS=1", lenet_cublas)
+
     if not args.tiny:
         def gemm() -> tuple[str, str, str]:
             gm = gemm_vs_cublas(2048, repeat)
@@ -375,26 +395,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         table.row("ResNet-50 b32", "skipped (--tiny)")
 
-    lb = 2 if args.tiny else 64
-
-    def lenet() -> tuple[str, str, str]:
-        s = lenet_step(lb, repeat, args.tiny)
-        t = s.get("torch_ms")
-        return (f"{s['netjit_ms']:.2f} ms", f"torch {t:.2f} ms" if t else "n/a",
-                (f"{s['netjit_ms'] / t:.2f}x (<= 1.5x); " if t else "") + s["plan"])
-    table.measure(f"LeNet train step b{lb}{' (small)' if args.tiny else ''}", lenet)
-    if not args.tiny and cupy_here():
-        def lenet_cublas() -> tuple[str, str, str]:
-            with cublas_gemms():
-                s = lenet_step(lb, repeat, args.tiny, torch_too=False)
-            return f"{s['netjit_ms']:.2f} ms", "", s["plan"]
-        table.measure(f"LeNet train step b{lb}, NETJIT_CUDA_CUBLAS=1", lenet_cublas)
-
-    def runnet() -> tuple[str, str, str]:
-        o = overhead(0.02 if args.tiny else 0.2)
-        return (f"{o['gpu_us']:.1f} us", f"CPU {o['cpu_us']:.1f} us",
-                f"{o['gpu_us'] / o['cpu_us']:.2f}x CPU (<= 2x + launches); {o['launches']} launch(es)")
-    table.measure("tiny net RunNet", runnet)
     print(f"bench_gpu: {table.failed} row(s) failed", flush=True)
     return 1 if table.failed else 0
 

@@ -8,7 +8,7 @@
 #   GPU_CHECK_ENV_ONLY=1 ...                  # only the environment report and the smoke kernels
 #   GPU_CHECK_SIMULATE=1 ...                  # a dry run of this script under numba's CUDA simulator
 #   GPU_CHECK_PYTEST_ARGS="-k softmax" ...    # narrow the test stage
-#   GPU_CHECK_TEST_S=210 GPU_CHECK_BENCH_S=170 ...   # the stages' limits in seconds (the defaults)
+#   GPU_CHECK_TEST_S=200 GPU_CHECK_BENCH_S=160 ...   # the stages' limits in seconds (the defaults)
 #
 # Needs numba with a CUDA target (numba-cuda, or numba's built-in numba.cuda), numpy, protobuf and
 # pytest. PyTorch (+torchvision) fills the PyTorch column and cupy the cuBLAS one; without them those
@@ -30,8 +30,8 @@ fi
 say() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*"; }
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 export NETJIT_CACHE_DIR="${NETJIT_CACHE_DIR:-${TMPDIR:-/tmp}/netjit-cache}"
-TEST_S=${GPU_CHECK_TEST_S:-210}
-BENCH_S=${GPU_CHECK_BENCH_S:-170}
+TEST_S=${GPU_CHECK_TEST_S:-200}
+BENCH_S=${GPU_CHECK_BENCH_S:-160}
 if [ -n "${GPU_CHECK_SIMULATE:-}" ]; then
     export NUMBA_ENABLE_CUDASIM=1
     BENCH_ARGS=(--tiny --repeat 1)
@@ -145,13 +145,13 @@ print(f"smoke kernels compiled, ran and matched numpy in {time.perf_counter() - 
 print(compiled.explain(sources=False))
 PY
 SMOKE_LOG=$(mktemp)
-timeout 120 "$PY" "$SMOKE" 2>&1 | tee "$SMOKE_LOG"
+timeout 80 "$PY" "$SMOKE" 2>&1 | tee "$SMOKE_LOG"
 rc=${PIPESTATUS[0]}
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ] && grep -qiE "ptx|nvjitlink|linker|unsupported toolchain" "$SMOKE_LOG"; then
     # A toolkit newer than the driver: numba-cuda links through nvJitLink instead of the driver's JIT.
     say "retrying the smoke kernels with NUMBA_CUDA_ENABLE_MINOR_VERSION_COMPATIBILITY=1"
     export NUMBA_CUDA_ENABLE_MINOR_VERSION_COMPATIBILITY=1
-    timeout 120 "$PY" "$SMOKE" 2>&1
+    timeout 80 "$PY" "$SMOKE" 2>&1
     rc=$?
 fi
 if [ "$rc" -ne 0 ]; then say "the environment cannot run netjit's CUDA kernels (exit $rc): stopping"; exit 3; fi
