@@ -165,6 +165,8 @@ run() {   # run NAME SECONDS CMD...: tee to $OUT/NAME.txt when $OUT is set
 }
 PYTEST_EXTRA=()
 if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then PYTEST_EXTRA+=(--timeout=150); fi
+# Compiling ~100 kernels is most of the test stage and runs on the CPU: 4 pytest workers share the GPU.
+if [ -z "${NUMBA_ENABLE_CUDASIM:-}" ] && "$PY" -c "import xdist" >/dev/null 2>&1; then PYTEST_EXTRA+=(-n 4); fi
 # Strict: a kernel that fails to compile on this GPU fails its test instead of running on the host.
 # shellcheck disable=SC2086 # GPU_CHECK_PYTEST_ARGS is split on purpose
 # -v: one line per test as it finishes, so a stage stopped by its limit still shows what passed.
