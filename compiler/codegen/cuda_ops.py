@@ -169,11 +169,12 @@ def _reduce_kernel(name: str, outer: int, r: int, inner: int, scale: float) -> C
     return CudaKernel(run, name, [Launch(f"reduce_mid {outer}x{r}x{inner}", "numba-cuda", (grid,), (RED,))])
 
 
-def _axes_block(node: Node, values: Mapping[str, Value], mean: bool) -> CudaKernel | None:
+def _axes_dims(node: Node, values: Mapping[str, Value], x_name: str) -> tuple[int, int, int] | None:
+    """(outer, r, inner) of X when the reduced axes are one contiguous block (else None: host)."""
     from netjit.compiler.ops.reduce import reduce_axes
-    if not _f32(values, node.inputs[0]):
+    if not _f32(values, *node.inputs):
         return None
-    shape = tuple(values[node.inputs[0]].shape)
+    shape = tuple(values[x_name].shape)
     try:
         axes = reduce_axes(node.attrs, len(shape))        # the node's decoded args
     except Exception:  # noqa: BLE001 - the reference reports it
@@ -184,17 +185,38 @@ def _axes_block(node: Node, values: Mapping[str, Value], mean: bool) -> CudaKern
         return None                      # not one block of axes: the host runs it
     outer, r = math.prod(shape[:axes[0]]), math.prod(shape[axes[0]:axes[-1] + 1])
     inner = math.prod(shape[axes[-1] + 1:])
-    if r == 0:
-        return None
-    return _reduce_kernel(node.op, outer, r, inner, 1.0 / r if mean else 1.0)
+    return (outer, r, inner) if r else None
+
+
+def _spread_kernel(name: str, outer: int, r: int, inner: int, scale: float) -> CudaKernel:
+    k = reduce_kernels()["spread_mid"]
+    total = outer * r * inner
+    blocks, threads = launch_shape(total)
+    s = np.float32(scale)
+
+    def run(ins: list[Any], outs: list[Any]) -> None:
+        k[blocks, threads](flat(ins[0]), flat(outs[0]), total, r, inner, s)
+    return CudaKernel(run, name, [Launch("spread_mid", "numba-cuda", (blocks,), (threads,))])
 
 
 def reduce_axes_sum(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
-    return _axes_block(node, values, mean=False)
+    dims = _axes_dims(node, values, node.inputs[0])
+    return _reduce_kernel(node.op, *dims, 1.0) if dims else None
 
 
 def reduce_axes_mean(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
-    return _axes_block(node, values, mean=True)
+    dims = _axes_dims(node, values, node.inputs[0])
+    return _reduce_kernel(node.op, *dims, 1.0 / dims[1]) if dims else None
+
+
+def reduce_axes_sum_gradient(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
+    dims = _axes_dims(node, values, node.inputs[1])          # [dY, X, Y]
+    return _spread_kernel(node.op, *dims, 1.0) if dims else None
+
+
+def reduce_axes_mean_gradient(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:
+    dims = _axes_dims(node, values, node.inputs[1])
+    return _spread_kernel(node.op, *dims, 1.0 / dims[1]) if dims else None
 
 
 def _front_back(node: Node, values: Mapping[str, Value], x_name: str) -> tuple[int, int, int, bool] | None:
@@ -228,14 +250,7 @@ def reduce_front_back_gradient(node: Node, values: Mapping[str, Value]) -> CudaK
     if dims is None:
         return None
     outer, r, inner, mean = dims
-    k = reduce_kernels()["spread_mid"]
-    total = outer * r * inner
-    blocks, threads = launch_shape(total)
-    scale = np.float32(1.0 / r if mean else 1.0)
-
-    def run(ins: list[Any], outs: list[Any]) -> None:
-        k[blocks, threads](flat(ins[0]), flat(outs[0]), total, r, inner, scale)
-    return CudaKernel(run, node.op, [Launch("spread_mid", "numba-cuda", (blocks,), (threads,))])
+    return _spread_kernel(node.op, outer, r, inner, 1.0 / r if mean else 1.0)
 
 
 def device_copy(node: Node, values: Mapping[str, Value]) -> CudaKernel | None:

@@ -2,8 +2,9 @@
 ReduceFrontSum, ReduceBackSum, ReduceFrontMean, ReduceBackMean over the first/last
 ``num_reduce_dim`` dims (with an optional ``lengths`` input), with the front/back gradient ops.
 
-Caffe2 gave ReduceSum/ReduceMean no gradient (GRADIENT_NOT_IMPLEMENTED_YET); the front/back ops
-have one. Every one reduces in the input's float dtype::
+ReduceSum/ReduceMean's gradient ops take [dY, X, Y] as Caffe2's later reduce_ops did (the 2018
+archive had none yet); the front/back ones take [dY, X, (lengths)]. Every op reduces in the input's
+float dtype::
 
     ReduceMean(["x"], ["m"], axes=[2, 3], keepdims=0)      # [N, C, H, W] -> [N, C]
     ReduceFrontSum(["x"], ["s"], num_reduce_dim=1)         # [B, D] -> [D], the column sums
@@ -64,11 +65,41 @@ def _axes_reduce(ctx: Any, x: Any, mean: bool) -> np.ndarray:
     return np.array(total, dtype=x.dtype)
 
 
+def _axes_grad(ctx: Any, dy: Any, x: Any, mean: bool) -> np.ndarray:
+    x = _float(ctx, x, 1)
+    try:
+        axes = reduce_axes(ctx.args, x.ndim)
+    except ValueError as err:
+        raise ctx.error(str(err), blob=ctx.input_name(1)) from None
+    kept = _kept_shape(x.shape, axes, True)
+    dy = np.asarray(dy, dtype=x.dtype)
+    if dy.size != math.prod(kept):
+        raise ctx.error(f"the output gradient has shape {list(dy.shape)}; the forward output had "
+                        f"{math.prod(kept)} elements", blob=ctx.input_name(0))
+    dx = np.broadcast_to(dy.reshape(kept), x.shape)
+    if mean:
+        count = math.prod(x.shape[a] for a in axes)
+        dx = dx / x.dtype.type(count)
+    return np.array(dx, dtype=x.dtype)
+
+
+def _axes_gradient(name: str):
+    def maker(g: GradientContext) -> tuple[list, list]:
+        return [g.make(name, [g.GO(0), g.I(0), g.O(0)], [g.GI(0)])], [g.GI(0)]
+    return maker
+
+
+def _like_input(i: int):
+    def infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
+        return [TensorType(tuple(inputs[i].shape), inputs[i].dtype)]
+    return infer
+
+
 AXES_ARGS = [arg("axes", "ints", []), arg("keepdims", "int", 1)]
 
 
 @defop("ReduceSum", inputs=1, outputs=1, args=AXES_ARGS, category=REDUCE, infer=_axes_infer,
-       no_gradient_reason="Caffe2 defines no gradient for ReduceSum (GRADIENT_NOT_IMPLEMENTED_YET)",
+       gradient=_axes_gradient("ReduceSumGradient"),
        lowering={"numba-cuda": Lowering(standalone=f"{_CUDA}:reduce_axes_sum")})
 def reduce_sum(ctx, x):
     """The sum over ``axes`` (default all); ``keepdims`` (default 1) keeps them as size-1 dims."""
@@ -76,11 +107,25 @@ def reduce_sum(ctx, x):
 
 
 @defop("ReduceMean", inputs=1, outputs=1, args=AXES_ARGS, category=REDUCE, infer=_axes_infer,
-       no_gradient_reason="Caffe2 defines no gradient for ReduceMean (GRADIENT_NOT_IMPLEMENTED_YET)",
+       gradient=_axes_gradient("ReduceMeanGradient"),
        lowering={"numba-cuda": Lowering(standalone=f"{_CUDA}:reduce_axes_mean")})
 def reduce_mean(ctx, x):
     """The mean over ``axes`` (default all); ``keepdims`` (default 1) keeps them as size-1 dims."""
     return _axes_reduce(ctx, x, mean=True)
+
+
+@defop("ReduceSumGradient", inputs=3, outputs=1, args=AXES_ARGS, category=OPAQUE, infer=_like_input(1),
+       lowering={"numba-cuda": Lowering(standalone=f"{_CUDA}:reduce_axes_sum_gradient")})
+def reduce_sum_gradient(ctx, dy, x, y):
+    """[dY, X, Y] -> dX: dY broadcast back over the reduced axes."""
+    return _axes_grad(ctx, dy, x, mean=False)
+
+
+@defop("ReduceMeanGradient", inputs=3, outputs=1, args=AXES_ARGS, category=OPAQUE, infer=_like_input(1),
+       lowering={"numba-cuda": Lowering(standalone=f"{_CUDA}:reduce_axes_mean_gradient")})
+def reduce_mean_gradient(ctx, dy, x, y):
+    """[dY, X, Y] -> dX: dY / (elements reduced per output) broadcast back over the reduced axes."""
+    return _axes_grad(ctx, dy, x, mean=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,10 +219,6 @@ def _fb_gradient(name: str):
     return maker
 
 
-def _grad_infer(args: Args, inputs: list[TensorType]) -> list[TensorType]:
-    return [TensorType(tuple(inputs[1].shape), inputs[1].dtype)]
-
-
 def _register(front: bool, mean: bool) -> None:
     name = f"Reduce{'Front' if front else 'Back'}{'Mean' if mean else 'Sum'}"
     where = "first" if front else "last"
@@ -195,7 +236,7 @@ def _register(front: bool, mean: bool) -> None:
     defop(name, inputs=(1, 2), outputs=1, args=FB_ARGS, category=REDUCE, infer=_fb_infer(front),
           gradient=_fb_gradient(name + "Gradient"),
           lowering={"numba-cuda": Lowering(standalone=f"{_CUDA}:reduce_front_back")})(forward)
-    defop(name + "Gradient", inputs=(2, 3), outputs=1, args=FB_ARGS, category=OPAQUE, infer=_grad_infer,
+    defop(name + "Gradient", inputs=(2, 3), outputs=1, args=FB_ARGS, category=OPAQUE, infer=_like_input(1),
           lowering={"numba-cuda": Lowering(standalone=f"{_CUDA}:reduce_front_back_gradient")})(backward)
 
 

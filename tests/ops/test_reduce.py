@@ -23,6 +23,17 @@ def test_axes_reducers(op, np_fn, axes, keepdims):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean"])
+@pytest.mark.parametrize("axes,keepdims", [([], 1), ([1, 2], 0), ([0, 2], 1)])
+def test_axes_reducer_gradients(op, axes, keepdims):
+    kwargs = {"keepdims": keepdims} | ({"axes": axes} if axes else {})
+    x = R.standard_normal((2, 3, 2)).astype(np.float64)
+    check_gradient(op, [x], eps=1e-6, rtol=1e-6, atol=1e-8, **kwargs)
+    (y,) = run_op(op, [x], **kwargs)
+    (dx,) = check_infer(op + "Gradient", [np.ones_like(y), x, y], **kwargs)
+    assert dx.shape == x.shape
+
+
 def test_axes_reducers_keep_float64_and_reject_bad_axes():
     (got,) = run_op("ReduceMean", [X.astype(np.float64)], axes=[1])
     assert got.dtype == np.float64 and got.shape == (2, 1, 4, 5)
@@ -93,7 +104,6 @@ def test_compiled_executor_matches_reference():
     np.testing.assert_allclose(out["reference"][2], np.broadcast_to(out["reference"][1][:, None] / 3, (2, 3)), rtol=1e-6)
 
 
-def test_axes_reducers_have_no_gradient_as_in_caffe2():
-    from netjit.compiler.ops.registry import lookup
-    record = lookup("ReduceSum")
-    assert record.gradient is None and "GRADIENT_NOT_IMPLEMENTED" in record.no_gradient_reason
+def test_gradient_ops_reject_a_mismatched_output_gradient():
+    with pytest.raises(OpError, match=r"ReduceMeanGradient.*output gradient.*in0"):
+        run_op("ReduceMeanGradient", [np.ones(5, np.float32), X, np.ones(1, np.float32)], axes=[1])
