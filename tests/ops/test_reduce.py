@@ -106,4 +106,5 @@ def test_compiled_executor_matches_reference():
 
 def test_gradient_ops_reject_a_mismatched_output_gradient():
     with pytest.raises(OpError, match=r"ReduceMeanGradient.*output gradient.*in0"):
-        run_op("ReduceMeanGradient", [np.ones(5, np.float32), X, np.ones(1, np.float32)], axes=[1])
+        run_op("ReduceMeanGradient", [np.ones(5, np.float32), X, np.ones(1, np.float32)],
+               axes=[1])
