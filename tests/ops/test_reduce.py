@@ -101,7 +101,8 @@ def test_compiled_executor_matches_reference():
         out[executor] = [np.asarray(ws.get(b)) for b in ("m", "s", "g")]
     for a, b in zip(out["reference"], out["compiled"]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(out["reference"][2], np.broadcast_to(out["reference"][1][:, None] / 3, (2, 3)), rtol=1e-6)
+    want = np.broadcast_to(out["reference"][1][:, None] / 3, (2, 3))
+    np.testing.assert_allclose(out["reference"][2], want, rtol=1e-6)
 
 
 def test_gradient_ops_reject_a_mismatched_output_gradient():
