@@ -6,11 +6,13 @@ only the external outputs visible), compiles every step's kernel plus one entry 
 plan order into a single object, and links ``NAME.so`` with the system C compiler (native.py).
 The build runs in a child process because the numba settings it needs are read once per process:
 
-- ``NUMBA_THREADING_LAYER=workqueue`` makes netjit's kernels serial (codegen/parallel.py): a bundle
-  cannot carry numba's threading layer; the GEMMs still use the bundled OpenBLAS's threads;
+- numba's threading layer must be OpenMP or TBB (not ``workqueue``) so netjit's kernels are built as
+  their parallel variants (codegen/parallel.py). The bundle does not carry that layer: its C part
+  brings a pthread pool of its own behind the same entry points (pool.c). Where neither layer
+  exists the kernels are serial and so is the bundle;
 - ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` make the kernels' IR for the target CPU (``--target``);
-- ``NUMBA_CACHE_DIR`` gives those kernels a disk cache of their own (numba's cache key does not
-  record the threading layer, so JIT kernels with parallel regions must not be reused).
+- ``NUMBA_CACHE_DIR`` gives those kernels a disk cache of their own (per target CPU; numba's cache
+  key does not record the threading layer, so serial kernels of older builds live elsewhere).
 
 >>> # manifest = build_bundle("init_net.pb", "predict_net.pb", {"data": ((1, 1, 28, 28), "float32")},
 >>> #                         name="lenet", out="build/lenet")
@@ -41,8 +43,10 @@ def build_env(target: str) -> dict[str, str]:
     from netjit.compiler.aot.cpu import llvm_target
     cpu, features = llvm_target(target) if target != "native" else ("", "")
     env = dict(os.environ)
-    env["NUMBA_THREADING_LAYER"] = "workqueue"
-    env["NUMBA_CACHE_DIR"] = str(_cache_root() / "aot-numba" / target)
+    if env.get("NUMBA_THREADING_LAYER", "").lower() == "workqueue":
+        env.pop("NUMBA_THREADING_LAYER")    # numba's default picks TBB or OpenMP where installed
+    env.pop("NUMBA_NUM_THREADS", None)      # the bundle sets its own thread count at run time
+    env["NUMBA_CACHE_DIR"] = str(_cache_root() / "aot-numba-threads" / target)
     env.pop("NUMBA_CPU_NAME", None)
     env.pop("NUMBA_CPU_FEATURES", None)
     if cpu:

@@ -1,7 +1,7 @@
 """Build one bundle in this process: run the init net, plan, compile the entry, link, write the folder.
 
 This runs in a child process started by :func:`netjit.compiler.aot.build_bundle` with numba set up
-for ahead-of-time code (serial kernels, the target CPU, a cache of its own); see ``__init__.py``.
+for ahead-of-time code (the target CPU, a cache of its own); see ``__init__.py``.
 Everything that can fail because of the net (a host op, a missing input shape) fails before the
 first file is written; the output folder is replaced only once the new bundle is complete.
 
@@ -109,8 +109,10 @@ def build(init_net: caffe2_pb2.NetDef | Mapping[str, np.ndarray], predict_net: c
     if progress is not None:
         sys.stderr.write(f"planned and compiled kernels {t1 - t0:.1f}s, entry {t2 - t1:.1f}s, "
                          f"object code {t3 - t2:.1f}s\n")
-    known = {"NRT_MemInfo_alloc_aligned", "NRT_MemInfo_call_dtor", "NRT_Free", "numba_attempt_nocopy_reshape"}
+    known = {"NRT_MemInfo_alloc_aligned", "NRT_MemInfo_call_dtor", "NRT_Free", "numba_attempt_nocopy_reshape",
+             *native.THREAD_SYMBOLS}
     needs_blas = any(u.startswith(("netjit_cblas_", "netjit_blas_")) for u in undefined)
+    threaded = any(u in native.THREAD_SYMBOLS for u in undefined)
     unknown = [u for u in undefined if u not in known and not u.startswith(("netjit_cblas_", "netjit_blas_"))
                and not _libm(u)]
     if unknown:
@@ -120,11 +122,12 @@ def build(init_net: caffe2_pb2.NetDef | Mapping[str, np.ndarray], predict_net: c
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        native.link(plan, obj, parts, staging, needs_blas)
+        native.link(plan, obj, parts, staging, needs_blas, threaded=threaded)
         (staging / f"{name}.h").write_text(native.header(plan))
         (staging / f"{name}.weights.bin").write_bytes(plan.weights_data)
         blas = next((p.name for p in staging.iterdir() if "openblas" in p.name), None)
         info = manifest(plan, target, blas, time.perf_counter() - t0)
+        info["threaded"] = threaded
         (staging / "bundle.json").write_text(json.dumps(info, indent=1) + "\n")
         _replace(staging, out)
     except BaseException:
@@ -136,7 +139,7 @@ def build(init_net: caffe2_pb2.NetDef | Mapping[str, np.ndarray], predict_net: c
 _LIBM = re.compile(r"(exp|log|pow|sqrt|tanh|sin|cos|tan|erf|erfc|fmod|floor|ceil|round|trunc|atan2?|asin|acos|"
                    r"sinh|cosh|expm1|log1p|log2|log10|exp2|cbrt|hypot|lgamma|tgamma|fabs|copysign|nearbyint|"
                    r"rint|fmin|fmax|ldexp|frexp|modf|atanh|asinh|acosh)f?\Z|mem(cpy|set|move|cmp)\Z|"
-                   r"(malloc|free|calloc|realloc|abort)\Z|__.*")
+                   r"(malloc|free|calloc|realloc|abort|printf|puts|fputs|fprintf)\Z|__.*")
 
 
 def _libm(symbol: str) -> bool:
