@@ -92,6 +92,30 @@ def test_one_row_or_column_products_go_through_gemv(dtype, m, n, ta, tb, beta):
     assert (cf[padding] == 99.0).all()      # nothing outside C's rows is written
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [2, 3, 5, 8, 9])
+@pytest.mark.parametrize("beta", [0.0, 2.0])
+def test_few_row_products_with_transposed_b(dtype, m, beta):
+    # Small-batch FCs (A @ B^T with at most SMALL_ROWS rows, B of SMALL_ROWS_MIN_B elements or
+    # more) run as dot products, four rows of A at a time (m = 3, 5: a partial block); 9 rows go to
+    # BLAS: same results, offsets honoured.
+    rng = np.random.default_rng(8)
+    n, k = 300, 263
+    assert n * k >= blas.SMALL_ROWS_MIN_B
+    a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((n, k)).astype(dtype)
+    c = np.full((m, n), np.nan, dtype) if beta == 0 else rng.standard_normal((m, n)).astype(dtype)
+    lda, ldb, ldc = k + 2, k + 3, n + 4
+    af, bf, cf = _embed(a, 5, lda), _embed(b, 7, ldb), _embed(c, 2, ldc)
+    want = 0.5 * (a.astype(np.float64) @ b.T.astype(np.float64)) + (beta * c if beta else 0)
+    _embedded_product(False, True, m, n, k, 0.5, af, 5, lda, bf, 7, ldb, beta, cf, 2, ldc)
+    got = np.array([cf[2 + r * ldc: 2 + r * ldc + n] for r in range(m)])
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)
+    padding = np.ones(cf.size, bool)
+    for r in range(m):
+        padding[2 + r * ldc: 2 + r * ldc + n] = False
+    assert (cf[padding] == 99.0).all()
+
+
 def test_provider_is_named():
     assert "OpenBLAS" in blas.PROVIDER or "callback" in blas.PROVIDER
 
