@@ -627,16 +627,22 @@ def _divisor(a, b, h, w, kh, kw, sh, sw, pt, pl, include_pad):
     return max(h1 - h0, 0) * max(w1 - w0, 0)
 
 
+@njit(fastmath=True, **_OPTS)
+def _plane_sum(xf, base, count):
+    """Float64 sum of ``count`` elements from ``base``; ``fastmath`` lets it run in SIMD lanes (a
+    strict left-to-right sum was 4x slower on SqueezeNet's 1000x13x13 global pool)."""
+    total = 0.0
+    for q in range(count):
+        total += xf[base + U(q)]
+    return total
+
+
 @njit(**_OPTS)
 def _average_pool_planes(xf, yf, p0, p1, h, w, kh, kw, sh, sw, pt, pl, oh, ow, include_pad):
     if oh == 1 and ow == 1 and kh == h and kw == w and pt == 0 and pl == 0:
         # One window covering the plane (global pooling): a plain sum per plane.
         for p_ in range(p0, p1):
-            total = 0.0
-            base = U(p_ * h * w)
-            for q in range(h * w):
-                total += xf[base + U(q)]
-            yf[p_] = total / (h * w)
+            yf[p_] = _plane_sum(xf, U(p_ * h * w), h * w) / (h * w)
         return
     acc = np.zeros(ow, np.float64)
     rows, los, his = np.empty(kh * kw, np.uint64), np.empty(kh * kw, np.int64), np.empty(kh * kw, np.int64)

@@ -97,9 +97,16 @@ def profile_ort(net_name: str, batch: int, runs: int, threads: int) -> list[tupl
     import bench_engines as E
     import onnxruntime as ort
     from c2_to_onnx import netdef_to_onnx
-    net, weights, data, x = B.conv_net(net_name, batch)
+    if net_name == "lenet":
+        from netjit.mnist_data import DEFAULT_MNIST_DIR
+        net, weights, data = E.lenet_deploy_net().Proto(), E.lenet_weights(), "data"
+        x, _ = E.mnist_batch(DEFAULT_MNIST_DIR, batch)
+        out = "softmax"
+    else:
+        net, weights, data, x = B.conv_net(net_name, batch)
+        out = net.external_output[0]
     shapes = E.blob_shapes(net, {data: x}, weights)
-    model = netdef_to_onnx(net, weights, {data: x.shape}, [net.external_output[0]], shapes)
+    model = netdef_to_onnx(net, weights, {data: x.shape}, [out], shapes)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
