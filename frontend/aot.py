@@ -52,10 +52,11 @@ class Bundle:
 
     ``inputs``/``outputs``: the blob names in call order; ``manifest``: bundle.json.
     ``blas_threads``: OpenBLAS threads a run's GEMMs use (default 1, see NAME.h; 0: OpenBLAS's own
-    setting).
+    setting). ``num_threads``: threads the bundle's kernels split their work over (0: the online
+    CPUs; see :meth:`set_num_threads`).
     """
 
-    def __init__(self, path: str | os.PathLike, blas_threads: int = 1):
+    def __init__(self, path: str | os.PathLike, blas_threads: int = 1, num_threads: int = 0):
         folder = Path(path)
         try:
             self.manifest: dict[str, Any] = json.loads((folder / "bundle.json").read_text())
@@ -89,6 +90,12 @@ class Bundle:
         self._strerror.argtypes = [ctypes.c_int]
         fn("set_blas_threads").argtypes = [ctypes.c_int]
         fn("set_blas_threads")(int(blas_threads))
+        self._set_threads = getattr(self._lib, f"{self.name}_set_num_threads", None)
+        self._get_threads = getattr(self._lib, f"{self.name}_get_num_threads", None)
+        if self._set_threads is not None:
+            self._set_threads.argtypes = [ctypes.c_int]
+            self._get_threads.restype = ctypes.c_int
+            self._set_threads(int(num_threads))
         self.weights = _aligned_empty(size)
         with open(weights_file, "rb") as f:
             f.readinto(memoryview(self.weights))
@@ -100,6 +107,17 @@ class Bundle:
         self._in_ptrs = (ctypes.c_void_p * max(len(self.inputs), 1))()
         self._out_ptrs = (ctypes.c_void_p * max(len(self.outputs), 1))()
         self._lock = threading.Lock()
+
+    def set_num_threads(self, n: int) -> None:
+        """Threads a run's kernels use (the caller plus n - 1 workers the bundle starts on its
+        first run); n <= 0: the online CPUs. Shared by every ``Bundle`` of this library file."""
+        if self._set_threads is not None:
+            self._set_threads(int(n))
+
+    @property
+    def num_threads(self) -> int:
+        """The thread count runs use now (1 for a bundle built without parallel kernels)."""
+        return int(self._get_threads()) if self._get_threads is not None else 1
 
     def _check_cpu(self, m: Mapping[str, Any]) -> None:
         have = cpu_flags()
@@ -159,9 +177,9 @@ class Bundle:
         return f"<netjit bundle {self.name!r} at {str(self.path)!r}: inputs {self.inputs}, outputs {self.outputs}>"
 
 
-def load(path: str | os.PathLike, blas_threads: int = 1) -> Bundle:
+def load(path: str | os.PathLike, blas_threads: int = 1, num_threads: int = 0) -> Bundle:
     """Load the bundle folder ``path`` (what ``netjit aot -o`` wrote); see :class:`Bundle`.
 
-    >>> # p = load("build/lenet"); p.run([np.zeros((1, 1, 28, 28), np.float32)])[0].shape
+    >>> # p = load("build/lenet", num_threads=2); p.run([np.zeros((1, 1, 28, 28), np.float32)])[0].shape
     """
-    return Bundle(path, blas_threads)
+    return Bundle(path, blas_threads, num_threads)

@@ -58,13 +58,17 @@ static struct {
     void *data;
     size_t inner_ndim, array_count, items;
     int members;
-} nj_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-             PTHREAD_COND_INITIALIZER};
+} nj_pool = {.region = PTHREAD_MUTEX_INITIALIZER, .lock = PTHREAD_MUTEX_INITIALIZER,
+             .wake = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
 
 static unsigned nj_birth[NJ_MAX_THREADS];    /* generation when each worker was created */
-static __thread int nj_in_region;   /* this thread is running part of a region */
-static __thread int nj_thread_id;   /* its index in that region's team */
-static __thread size_t nj_chunksize;
+/* Thread-locals in the initial-exec model: a few bytes of glibc's static TLS reserve (which exists
+   for dlopen'ed libraries like this one) instead of calls to __tls_get_addr, which would make the
+   .so need ld-linux.so by name. */
+#define NJ_TLS static __thread __attribute__((tls_model("initial-exec")))
+NJ_TLS int nj_in_region;            /* this thread is running part of a region */
+NJ_TLS int nj_thread_id;            /* its index in that region's team */
+NJ_TLS size_t nj_chunksize;
 
 static int nj_online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
