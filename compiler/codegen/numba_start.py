@@ -5,8 +5,8 @@ When numba first loads a compiled function (from its disk cache too), its CPU ta
 Importing ``scipy.linalg`` costs 0.22 s on the 2-core test VM: most of a warm start's budget
 (issue 12 asks for <= 0.3 s beyond ``import netjit``). netjit's kernels never use numba's BLAS
 binding (they call numpy's OpenBLAS through compiler/codegen/blas.py), and the probe's answer only
-picks how numba's own ``np.cov``/``np.corrcoef`` form inner products. numba's ``np.dot`` and
-``np.linalg`` still import scipy themselves when something compiles them.
+picks how numba's own ``cov``/``corrcoef`` form inner products. numba's dot products and
+linear algebra still import scipy themselves when something compiles them.
 
 ``install()`` puts a finder first on ``sys.meta_path`` that refuses ``scipy.linalg`` to that one
 probe (recognised by its caller, ``_check_blas`` in ``numba.np.arraymath``) and to nothing else,
