@@ -112,7 +112,7 @@ def build(init_net: caffe2_pb2.NetDef | Mapping[str, np.ndarray], predict_net: c
     known = {"NRT_MemInfo_alloc_aligned", "NRT_MemInfo_call_dtor", "NRT_Free", "numba_attempt_nocopy_reshape",
              *native.THREAD_SYMBOLS}
     needs_blas = any(u.startswith(("netjit_cblas_", "netjit_blas_")) for u in undefined)
-    threaded = any(u in native.THREAD_SYMBOLS for u in undefined)
+    threaded = any(u in native.POOL_SYMBOLS for u in undefined)
     unknown = [u for u in undefined if u not in known and not u.startswith(("netjit_cblas_", "netjit_blas_"))
                and not _libm(u)]
     if unknown:

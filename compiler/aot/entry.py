@@ -164,7 +164,10 @@ def emit_object(mod: Any, natives: list[str], symbols: list[str], cpu: str,
     tm = llvm.Target.from_default_triple().create_target_machine(
         cpu=cpu, features=features, opt=3, reloc="pic", codemodel="default")
     pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
-    mpm = pb.getModulePassManager()
+    # Only dead-code elimination: the kernels were optimised one by one when numba compiled them,
+    # and the pass builder's default O3 pipeline over the whole linked module cost most of the
+    # object-code step (measured on LeNet: 3.7 s of 5.3 s) for no measurable run-time gain.
+    mpm = llvm.create_new_module_pass_manager()
     mpm.add_global_dead_code_eliminate_pass()
     mpm.add_strip_dead_prototype_pass()
     mpm.run(mod, pb)

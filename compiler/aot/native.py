@@ -107,6 +107,9 @@ HIDDEN void *PyEval_SaveThread(void) { return NULL; }
 HIDDEN void PyEval_RestoreThread(void *state) { (void)state; }
 HIDDEN void *PyExc_RuntimeError = NULL;
 HIDDEN void PyErr_SetString(void *type, const char *msg) { (void)type; (void)msg; atomic_fetch_add(&nj_failures, 1); }
+HIDDEN void *PyExc_SystemError = NULL;
+HIDDEN void *PyExc_StopIteration = NULL;
+HIDDEN void PyErr_SetNone(void *type) { (void)type; atomic_fetch_add(&nj_failures, 1); }
 HIDDEN void PyErr_Clear(void) {}
 HIDDEN void *PyBytes_FromStringAndSize(const char *s, int64_t n) { (void)s; (void)n; return NULL; }
 HIDDEN void *numba_unpickle(const char *s, int n, const char *h) { (void)s; (void)n; (void)h; return NULL; }
@@ -114,13 +117,15 @@ HIDDEN void *numba_runtime_build_excinfo_struct(void *a, void *b) { (void)a; (vo
 HIDDEN int numba_do_raise(void *exc) { (void)exc; atomic_fetch_add(&nj_failures, 1); return 0; }
 """
 
-# Symbols the C part defines for kernels with parallel regions (build.py checks the object's
-# undefined names against these).
-THREAD_SYMBOLS = frozenset({
+# Symbols the C part defines for kernels with parallel regions and for error paths numba leaves in
+# (build.py checks the object's undefined names against these).
+POOL_SYMBOLS = frozenset({
     "numba_parallel_for", "get_num_threads", "get_thread_id", "set_num_threads", "get_sched_size",
     "allocate_sched", "deallocate_sched", "do_scheduling_signed", "do_scheduling_unsigned",
-    "get_parallel_chunksize", "set_parallel_chunksize", "numba_gil_ensure", "numba_gil_release",
+    "get_parallel_chunksize", "set_parallel_chunksize"})
+THREAD_SYMBOLS = POOL_SYMBOLS | frozenset({"numba_gil_ensure", "numba_gil_release",
     "PyEval_SaveThread", "PyEval_RestoreThread", "PyExc_RuntimeError", "PyErr_SetString", "PyErr_Clear",
+    "PyExc_SystemError", "PyExc_StopIteration", "PyErr_SetNone",
     "PyBytes_FromStringAndSize", "numba_unpickle", "numba_runtime_build_excinfo_struct", "numba_do_raise"})
 
 
