@@ -99,19 +99,27 @@ def _value_info(predict_net: Any) -> dict[str, tuple[list[int], str]]:
 
 def build_bundle(init_net: Any, predict_net: Any, inputs: Mapping[str, Any], name: str,
                  out: str | os.PathLike, target: str = "native", progress: bool = True,
-                 timeout: float | None = None) -> dict[str, Any]:
+                 timeout: float | None = None, db_type: str | None = None) -> dict[str, Any]:
     """Build the bundle ``out/`` (NAME.so, NAME.h, NAME.weights.bin, bundle.json) from an init
     and a predict net (paths to ``.pb``/``.pbtxt`` files, NetDefs or ``core.Net``s; the init net
     may also be a dict of parameter arrays, blob -> array). ``inputs``: blob -> shape, or
     (shape, dtype) (default float32); inputs it omits come from a ``value_info.json`` beside the
-    predict net file where there is one (the model zoo's). Returns the manifest; raises
-    :class:`AotError` for a net that cannot be bundled (nothing is written then).
+    predict net file where there is one (the model zoo's). With ``predict_net=None``, ``init_net``
+    is a predictor export instead (export.py: a ``save_to_db`` DB of ``db_type``, default minidb,
+    or a MetaNetDef ``.pb``): the parameters, predict net and input shapes come from it. Returns
+    the manifest; raises :class:`AotError` for a net that cannot be bundled (nothing is written).
 
     >>> # build_bundle(init, predict, {"data": (1, 3, 224, 224)}, "resnet50", "build/resnet50")
+    >>> # build_bundle("model.minidb", None, {}, "model", "build/model")
     """
     check_name(name)
     if target not in TARGETS:
         raise AotError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
+    declared: dict[str, tuple[list[int], str]] = {}
+    if predict_net is None:
+        from netjit.compiler.aot.export import read_export
+        export = read_export(init_net, db_type)
+        init_net, predict_net, declared = export.params, export.predict_net, export.inputs
     norm: dict[str, tuple[list[int], str]] = {}
     for blob, spec in inputs.items():
         if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], (tuple, list)):
@@ -121,7 +129,7 @@ def build_bundle(init_net: Any, predict_net: Any, inputs: Mapping[str, Any], nam
         if isinstance(shape, str):
             shape = parse_shape(shape)
         norm[blob] = ([int(d) for d in shape], str(dtype if isinstance(dtype, str) else getattr(dtype, "__name__", dtype)))
-    for blob, spec in _value_info(predict_net).items():
+    for blob, spec in (*_value_info(predict_net).items(), *declared.items()):
         norm.setdefault(blob, spec)
     with tempfile.TemporaryDirectory(prefix="netjit-aot-") as tmp:
         folder = Path(tmp)

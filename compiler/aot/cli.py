@@ -2,6 +2,7 @@
 
     netjit aot init_net.pb predict_net.pb --input data=1,1,28,28 --name lenet -o build/lenet
     netjit aot init_net.pb predict_net.pb --input data=8,3,224,224 --target x86-64-v3 -o build/r50
+    netjit aot model.minidb -o build/model       # a predictor_exporter export (or a MetaNetDef .pb)
 
 The build runs in a child process (see netjit.compiler.aot); a net that cannot be bundled fails
 with the op index and type before anything is written.
@@ -17,8 +18,11 @@ from netjit.compiler.aot.cpu import TARGETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("init_net", help="the init net (.pb or .pbtxt): parameters become NAME.weights.bin")
-    parser.add_argument("predict_net", help="the predict net (.pb or .pbtxt)")
+    parser.add_argument("init_net", help="the init net (.pb or .pbtxt): parameters become NAME.weights.bin; "
+                                         "alone, a predictor export: a DB from predictor_exporter.save_to_db "
+                                         "or a MetaNetDef .pb (inputs then default to its exported shapes)")
+    parser.add_argument("predict_net", nargs="?", help="the predict net (.pb or .pbtxt)")
+    parser.add_argument("--db-type", help="DB type of a predictor export (default minidb)")
     parser.add_argument("--input", action="append", default=[], metavar="NAME=D0,D1,...[:DTYPE]",
                         help="shape (and dtype, default float32) of an input the init net does not fill; "
                              "repeat for several")
@@ -44,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
             blob, shape, dtype = parse_input(text)
             inputs[blob] = (shape, dtype)
         t0 = time.perf_counter()
+        if args.db_type and args.predict_net:
+            raise AotError("--db-type is for a predictor export given alone (netjit aot model.minidb ...)")
         info = build_bundle(args.init_net, args.predict_net, inputs, name, out, args.target,
-                            progress=not args.quiet)
+                            progress=not args.quiet, db_type=args.db_type)
     except AotError as err:
         raise CommandError(str(err)) from err
     ins = ", ".join(f"{t['name']}: {t['dtype']}{t['shape']}" for t in info["inputs"])
