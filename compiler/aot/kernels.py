@@ -1,5 +1,5 @@
-"""Kernels for ops the JIT runs as host steps but a bundle must compile: Concat and LRN (the zoo's
-Inception, DenseNet and AlexNet-family nets need them).
+"""Kernels for ops the JIT runs as host steps but a bundle must compile: Concat (also add_axis=1)
+and LRN (NCHW and NHWC); the zoo's Inception, DenseNet and AlexNet-family nets need them.
 
 A maker returns the calls that replace the op, each ``Call(fn, description, args)`` with args
 that are ints, floats, ``("value", name)`` (the value's array) or ``("flat", name)`` (its bytes as
@@ -46,10 +46,11 @@ def copy_flat(src, dst):
 
 def _lrn_kernel(real: Any) -> Any:
     @njit(nogil=True, error_model="numpy")
-    def lrn_nchw(x, y, scale, with_scale, n, c, hw, size, alpha, beta, bias):
-        """Caffe2's LRN across channels of NCHW ``x`` (flat): scale = bias + alpha/size * (sum of
-        x^2 over the ``size`` channels centred on each), y = x * scale^-beta, in x's precision and
-        in the reference's order of summation."""
+    def lrn(x, y, scale, with_scale, n, c, hw, c_step, p_step, size, alpha, beta, bias):
+        """Caffe2's LRN across channels of ``x`` (flat; channel ``ch`` of pixel ``p`` of image
+        ``img`` at ``img*c*hw + ch*c_step + p*p_step``: NCHW is (hw, 1), NHWC (1, c)): scale =
+        bias + alpha/size * (sum of x^2 over the ``size`` channels centred on each), y = x *
+        scale^-beta, in x's precision and in the reference's order of summation."""
         half = (size - 1) // 2
         k = real(alpha) / real(size)
         b = real(bias)
@@ -61,15 +62,16 @@ def _lrn_kernel(real: Any) -> Any:
                 hi = min(c, ch - half + size)
                 for p in range(hw):
                     acc = real(0.0)
+                    at = base + p * p_step
                     for j in range(lo, hi):
-                        v = x[base + j * hw + p]
+                        v = x[at + j * c_step]
                         acc += v * v
                     sc = b + k * acc
-                    idx = base + ch * hw + p
+                    idx = at + ch * c_step
                     y[idx] = x[idx] * sc ** e
                     if with_scale:
                         scale[idx] = sc
-    return lrn_nchw
+    return lrn
 
 
 LRN_KERNELS = {np.dtype(np.float32): _lrn_kernel(np.float32), np.dtype(np.float64): _lrn_kernel(np.float64)}
@@ -84,26 +86,33 @@ def lrn(node: Node, values: Mapping[str, Value]) -> list[Call] | None:
     x = values[node.inputs[0]]
     order = _arg(node, "order", "NCHW")
     order = order.decode() if isinstance(order, bytes) else order
-    if order != "NCHW" or len(x.shape) != 4 or x.dtype not in LRN_KERNELS:
+    if order not in ("NCHW", "NHWC") or len(x.shape) != 4 or x.dtype not in LRN_KERNELS:
         return None
-    n, c, h, w = x.shape
+    if order == "NCHW":
+        n, c, h, w = x.shape
+        c_step, p_step = h * w, 1
+    else:
+        n, h, w, c = x.shape
+        c_step, p_step = 1, c
     with_scale = len(node.outputs) > 1
     scale = ("flat", node.outputs[1]) if with_scale else ("flat", node.outputs[0])
     return [Call(LRN_KERNELS[x.dtype], "LRN", (("flat", node.inputs[0]), ("flat", node.outputs[0]), scale,
-                                               int(with_scale), n, c, h * w, int(_arg(node, "size", 0)),
+                                               int(with_scale), n, c, h * w, c_step, p_step,
+                                               int(_arg(node, "size", 0)),
                                                float(_arg(node, "alpha", 0.0)), float(_arg(node, "beta", 0.0)),
                                                float(_arg(node, "bias", 1.0))))]
 
 
 def _concat_axis(node: Node, values: Mapping[str, Value]) -> int | None:
-    # The axis is where the output's shape differs from the first input's (the registry's shape
-    # inference resolved Caffe2's axis/order rules); none differs when the other inputs are empty.
-    out = values[node.outputs[0]]
-    first = values[node.inputs[0]]
-    if _arg(node, "add_axis", 0) or len(first.shape) != len(out.shape):
+    """The output axis the inputs are joined along (with add_axis: the new axis they are stacked
+    on), by the op's own rules (axis/order/add_axis)."""
+    from netjit.compiler.ops.tensor_ops import _concat_plan
+    try:
+        axis, shape = _concat_plan(node.attrs, [tuple(values[i].shape) for i in node.inputs],
+                                   [np.dtype(values[i].dtype) for i in node.inputs])
+    except (ValueError, AttributeError):
         return None
-    differs = [k for k, (a, b) in enumerate(zip(first.shape, out.shape)) if a != b]
-    return None if len(differs) > 1 else differs[0] if differs else 0
+    return axis if tuple(shape) == tuple(values[node.outputs[0]].shape) else None
 
 
 def concat(node: Node, values: Mapping[str, Value]) -> list[Call] | None:
@@ -111,12 +120,14 @@ def concat(node: Node, values: Mapping[str, Value]) -> list[Call] | None:
     if axis is None:
         return None
     out = values[node.outputs[0]]
+    stacked = bool(_arg(node, "add_axis", 0))
     outer = int(np.prod(out.shape[:axis], dtype=np.int64))
     inner = int(np.prod(out.shape[axis + 1:], dtype=np.int64))
     dst_inner = out.shape[axis] * inner
     calls, offset = [], 0
     for name in node.inputs:
-        part = values[name].shape[axis] * inner
+        # stacked (add_axis=1): each input is one slice of the new axis
+        part = (1 if stacked else values[name].shape[axis]) * inner
         calls.append(Call(place_block, "Concat", (("flat", name), ("flat", node.outputs[0]), outer, part,
                                                   dst_inner, offset)))
         offset += part
@@ -128,6 +139,8 @@ def concat_constants(node: Node, values: Mapping[str, Value]) -> dict[str, np.nd
     axis = _concat_axis(node, values)
     if len(node.outputs) < 2 or axis is None:
         return {}
+    if _arg(node, "add_axis", 0):
+        return {node.outputs[1]: np.ones(len(node.inputs), np.int32)}
     return {node.outputs[1]: np.array([values[i].shape[axis] for i in node.inputs], np.int32)}
 
 
