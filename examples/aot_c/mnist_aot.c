@@ -94,6 +94,8 @@ int main(int argc, char **argv) {
             memcpy(all + (start + b) * classes, row, classes * sizeof(float));
         }
     }
+    /* the bundle split its kernels over this many threads (its pool; NAME_set_num_threads) */
+    printf("threads: %d\n", FN(_get_num_threads)());
     printf("accuracy: %.4f (%zu/%zu)\n", (double)correct / (double)count, correct, count);
     if (argc > 4) {
         FILE *f = fopen(argv[4], "wb");
