@@ -42,13 +42,12 @@ def _fast_layer() -> str | None:
     ctypes pointer, which would keep every kernel that calls it out of the disk cache."""
     if str(numba.config.THREADING_LAYER).lower() == "workqueue":
         return None
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        # GNU OpenMP's default spin (300000 rounds, milliseconds) at each join: when another process
-        # holds a core, the spinning thread keeps the other core while its partner waits for a
-        # time slice. Measured on the 2-core VM under load: ResNet-50 median 347-872 ms per run
-        # with the default, 95 ms with 1000 rounds (tens of microseconds, still longer than the gap
-        # between two kernels of a plan). libgomp reads it when it loads, i.e. just below.
-        os.environ["GOMP_SPINCOUNT"] = "1000"
+    # GNU OpenMP's spin at each join is left at its default (libgomp reads GOMP_SPINCOUNT and
+    # OMP_WAIT_POLICY when it loads, just below). On a busy machine the spinning thread holds a core
+    # while its partner waits for a time slice: on the 2-core VM under load, ResNet-50 took 347-872
+    # ms per run (median) by default and 95 ms with GOMP_SPINCOUNT=1000; but on a quiet machine
+    # 1000 rounds cost SqueezeNet 5.1 -> 6.7 ms (waking the partner per region). Users sharing
+    # their cores can set it themselves (examples/benchmarks/RESULTS.md).
     from numba.np.ufunc import parallel as layer
     try:
         layer._launch_threads()
