@@ -4,11 +4,12 @@ its redone edge columns), stride-1 windows narrower than the input, strided and 
 windows wholly in padding, NaN and -inf inputs; serial and cut across threads."""
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
-from netjit.compiler.codegen import windows
+from netjit.compiler.codegen import blas, windows
+from netjit.compiler.codegen.parallel import MIN_WORK
+from tests.compiler.test_parallel import THREADED, pinned
 from tests.ops.naive_cnn import naive_pool
 
 # (planes, h, w, kh, kw, sh, sw, pt, pl, pb, pr)
@@ -50,10 +51,13 @@ def test_max_pool_kernel_matches_naive(geom, threads):
             nan_rows[0, a, b] = bool(np.isnan(win).any())
     want[nan_rows] = np.nan
     y = np.full((planes, oh, ow), 123.0, np.float32)
-    old = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        windows.max_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow)
-    finally:
-        numba.set_num_threads(old)
+    if threads == 1:
+        windows.max_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow)   # OpenBLAS not pinned: serial
+    else:
+        if not THREADED:
+            pytest.skip("needs numba's OpenMP/TBB layer, 2+ threads and numpy's OpenBLAS")
+        with pinned():     # as a compiled run: kernels with enough work cut it across threads
+            work = planes * oh * ow * kh * kw
+            assert (blas.team(work) > 1) == (work >= MIN_WORK)
+            windows.max_pool2d(x, y, planes, h, w, kh, kw, sh, sw, pt, pl, oh, ow)
     np.testing.assert_array_equal(y, want)
