@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,21 +90,10 @@ def build(engine: str, case: str, batch: int, mnist_dir: Path, threads: int | No
 
 def _worker(conn: Any, engine: str, case: str, batch: int, mnist_dir: str, threads: int | None) -> None:
     """bench_lenet's worker protocol over this module's ``build``."""
-    try:
-        started = time.perf_counter()
+    def make() -> tuple[Callable[[], Any], np.ndarray]:
         call, check = build(engine, case, batch, Path(mnist_dir), threads)
-        conn.send(("ready", np.asarray(check), time.perf_counter() - started))
-    except Exception:  # report, do not hang the parent
-        conn.send(("error", traceback.format_exc(), 0.0))
-        return
-    while True:
-        n = conn.recv()
-        if n is None:
-            return
-        start = time.perf_counter()
-        for _ in range(n):
-            call()
-        conn.send((time.perf_counter() - start) / n)
+        return call, np.asarray(check)
+    L.serve(conn, make)
 
 
 # ------------------------------------------------------------------------------ main

@@ -45,11 +45,12 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 
 
 # ------------------------------------------------------------------------------ workers
-def _worker(conn: Any, engine: str, case: str, batch: int, mnist_dir: str, threads: int | None) -> None:
-    """Build the engine, report its first output, then time ``n`` calls per request until None."""
+def serve(conn: Any, make: Any) -> None:
+    """A worker's loop: ``make()`` builds the engine and returns (call, first output); report that
+    output, then time ``n`` calls per request until None. bench_convnets.py serves through it too."""
     try:
         started = time.perf_counter()
-        call, check = E.build(engine, case, batch, Path(mnist_dir), threads)
+        call, check = make()
         conn.send(("ready", check, time.perf_counter() - started))
     except Exception:  # report, do not hang the parent
         conn.send(("error", traceback.format_exc(), 0.0))
@@ -62,6 +63,11 @@ def _worker(conn: Any, engine: str, case: str, batch: int, mnist_dir: str, threa
         for _ in range(n):
             call()
         conn.send((time.perf_counter() - start) / n)
+
+
+def _worker(conn: Any, engine: str, case: str, batch: int, mnist_dir: str, threads: int | None) -> None:
+    """Build the engine, report its first output, then time ``n`` calls per request until None."""
+    serve(conn, lambda: E.build(engine, case, batch, Path(mnist_dir), threads))
 
 
 class Worker:
