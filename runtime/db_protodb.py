@@ -84,7 +84,9 @@ class ProtoDB(DB):
         except DecodeError as err:
             del self._protos.protos[-1]
             raise DBError(f"protodb {self.path!r}: the value for key {key[:40]!r} is not a "
-                          f"TensorProto ({err})") from None
+                          f"TensorProto ({err}); a protodb holds bare TensorProtos (what "
+                          f"TensorProtosDBInput reads), while Save writes BlobProto records: save "
+                          f"to a minidb, lmdb or leveldb instead") from None
         proto.name = key.decode("utf-8")
         self._dirty = True
 

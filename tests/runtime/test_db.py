@@ -211,6 +211,21 @@ def test_protodb_rejects_garbage(tmp_path):
             db.new_transaction().put("k", b"\xff\xff\xff")
 
 
+def test_save_to_protodb_says_what_to_use_instead(tmp_path):
+    """Save writes BlobProto records, which a protodb (bare TensorProtos) cannot hold: the error
+    names the op and the DB kinds that can, and no file is written."""
+    from netjit import workspace
+    from netjit.proto.args import make_op
+    from netjit.runtime.errors import OpError
+
+    path = tmp_path / "s.protodb"
+    workspace.FeedBlob("protodb_x", np.arange(4, dtype=np.float32))
+    op = make_op("Save", ["protodb_x"], [], db=str(path), db_type="protodb", absolute_path=1)
+    with pytest.raises(OpError, match=r"\(Save\).*save to a minidb, lmdb or leveldb instead"):
+        workspace.RunOperatorOnce(op)
+    assert not path.exists()
+
+
 def test_read_mode_refuses_writes(tmp_path):
     path = str(tmp_path / "r.minidb")
     _write(path, "minidb", [("k", b"v")])
