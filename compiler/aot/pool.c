@@ -55,33 +55,34 @@ static inline int64_t nj_now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Spin while *word == value (or, with until_zero, while *word > 0) for at most nj_spin_ns;
-   returns whether the wait ended by itself. */
+/* One round of a bounded spin: pause, and every 64 rounds give the core away (an oversubscribed
+   machine: let the thread with work run); 0 once the spin has lasted nj_spin_ns. */
+static inline int nj_spin_round(unsigned k, int64_t *start) {
+    nj_pause();
+    if ((k & 63) == 0) {
+        sched_yield();
+        int64_t now = nj_now_ns();
+        if (!*start) *start = now;
+        else if (now - *start > nj_spin_ns) return 0;
+    }
+    return 1;
+}
+
+/* Spin while *word == value for at most nj_spin_ns; returns whether the wait ended by itself. */
 static int nj_spin_gen(atomic_uint *word, unsigned value) {
     int64_t start = 0;
     for (unsigned k = 1;; k++) {
         if (atomic_load_explicit(word, memory_order_acquire) != value) return 1;
-        nj_pause();
-        if ((k & 63) == 0) {
-            sched_yield();      /* an oversubscribed machine: let the thread with work run */
-            int64_t now = nj_now_ns();
-            if (!start) start = now;
-            else if (now - start > nj_spin_ns) return 0;
-        }
+        if (!nj_spin_round(k, &start)) return 0;
     }
 }
 
+/* Spin while *word > 0 for at most nj_spin_ns; returns whether the wait ended by itself. */
 static int nj_spin_pending(atomic_int *word) {
     int64_t start = 0;
     for (unsigned k = 1;; k++) {
         if (atomic_load_explicit(word, memory_order_acquire) <= 0) return 1;
-        nj_pause();
-        if ((k & 63) == 0) {
-            sched_yield();      /* an oversubscribed machine: let the thread with work run */
-            int64_t now = nj_now_ns();
-            if (!start) start = now;
-            else if (now - start > nj_spin_ns) return 0;
-        }
+        if (!nj_spin_round(k, &start)) return 0;
     }
 }
 
